@@ -1,0 +1,30 @@
+"""payrail's message contracts: events, commands, topics and money on the wire."""
+
+from schemas.catalog import (
+    COMMAND_TYPES,
+    EVENT_TYPES,
+    MESSAGE_TYPES,
+    UndecodableMessage,
+    decode,
+    encode,
+    new_command,
+    new_event,
+)
+from schemas.envelope import Command, Event, Message
+from schemas.topics import Topic, topic_name
+
+__all__ = [
+    "COMMAND_TYPES",
+    "EVENT_TYPES",
+    "MESSAGE_TYPES",
+    "Command",
+    "Event",
+    "Message",
+    "Topic",
+    "UndecodableMessage",
+    "decode",
+    "encode",
+    "new_command",
+    "new_event",
+    "topic_name",
+]

@@ -1,0 +1,195 @@
+"""The catalogue of every message type: decoding, upcasting and construction.
+
+A consumer never validates a message against a shape it guessed: `decode` reads the
+message's type and version, upgrades an old shape with the registered upcasters, and
+validates it against the one class registered for that topic and type.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from schemas.channels import (
+    ChannelPaymentPrepared,
+    ChannelPaymentRejected,
+    ChannelPaymentSucceeded,
+    SubmitChannelPayment,
+)
+from schemas.envelope import Command, Event, Message
+from schemas.ledger import JournalEntryPosted
+from schemas.merchants import MerchantOnboarded
+from schemas.payments import (
+    CreatePayment,
+    PaymentActionRequired,
+    PaymentCreated,
+    PaymentFailed,
+    PaymentRiskApproved,
+    PaymentSucceeded,
+)
+from schemas.risk import RiskDecisionMade
+from schemas.topics import Topic
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    MerchantOnboarded,
+    PaymentCreated,
+    PaymentRiskApproved,
+    PaymentActionRequired,
+    PaymentSucceeded,
+    PaymentFailed,
+    RiskDecisionMade,
+    ChannelPaymentPrepared,
+    ChannelPaymentRejected,
+    ChannelPaymentSucceeded,
+    JournalEntryPosted,
+)
+COMMAND_TYPES: tuple[type[Command], ...] = (CreatePayment, SubmitChannelPayment)
+MESSAGE_TYPES: tuple[type[Event] | type[Command], ...] = EVENT_TYPES + COMMAND_TYPES
+
+
+def _type_name(cls: type[Event] | type[Command]) -> str:
+    field = "event_type" if issubclass(cls, Event) else "command_type"
+    default = cls.model_fields[field].default
+    if not isinstance(default, str):
+        raise TypeError(f"{cls.__name__} must fix {field} as a literal default")
+    return default
+
+
+def _current_version(cls: type[Event] | type[Command]) -> int:
+    default = cls.model_fields["schema_version"].default
+    if not isinstance(default, int):
+        raise TypeError(f"{cls.__name__} must fix schema_version as a literal default")
+    return default
+
+
+MESSAGE_CLASSES: dict[tuple[Topic, str], type[Event] | type[Command]] = {
+    (cls.topic, _type_name(cls)): cls for cls in MESSAGE_TYPES
+}
+if len(MESSAGE_CLASSES) != len(MESSAGE_TYPES):
+    raise RuntimeError("two message classes share one topic and type name")
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+# (type name, from version) -> function returning the message at version + 1. An old
+# shape in the log is upgraded step by step to the current class on read; the stored
+# event itself is never rewritten.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+class UndecodableMessage(ValueError):
+    """A message body that is not a valid payrail message for its topic. Carries a reason."""
+
+
+def upcast(raw: dict[str, Any], type_name: str, target_version: int) -> dict[str, Any]:
+    """Apply the registered upcasters until `raw` reaches `target_version`.
+
+    Raises UndecodableMessage when a step is missing or the version is from the future.
+    """
+    version = raw.get("schema_version")
+    if not isinstance(version, int):
+        raise UndecodableMessage("schema_version is missing or not an integer")
+    if version > target_version:
+        raise UndecodableMessage(
+            f"{type_name} schema_version {version} is newer than this service knows "
+            f"({target_version})"
+        )
+    steps_max = target_version - version
+    for _ in range(steps_max):
+        step = UPCASTERS.get((type_name, version))
+        if step is None:
+            raise UndecodableMessage(f"no upcaster for {type_name} v{version}")
+        raw = step(raw)
+        version = raw["schema_version"]
+    return raw
+
+
+def decode(topic: Topic, body: bytes) -> Message:
+    """Parse and validate one message read from `topic`.
+
+    Raises UndecodableMessage with a human-readable reason for anything that is not a
+    known message of that topic in a valid shape.
+    """
+    try:
+        raw = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UndecodableMessage(f"body is not JSON: {error}") from error
+    if not isinstance(raw, dict):
+        raise UndecodableMessage("body is not a JSON object")
+    type_name = raw.get("event_type", raw.get("command_type"))
+    if not isinstance(type_name, str):
+        raise UndecodableMessage("neither event_type nor command_type is a string")
+    cls = MESSAGE_CLASSES.get((topic, type_name))
+    if cls is None:
+        raise UndecodableMessage(f"unknown message type {type_name!r} on topic {topic.value}")
+    raw = upcast(raw, type_name, _current_version(cls))
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as error:
+        raise UndecodableMessage(f"invalid {type_name}: {error}") from error
+
+
+def encode(message: Message) -> bytes:
+    return message.model_dump_json().encode()
+
+
+E = TypeVar("E", bound=Event)
+C = TypeVar("C", bound=Command)
+
+
+def new_event(
+    cls: type[E],
+    payload: BaseModel | Mapping[str, Any],
+    *,
+    aggregate_id: str,
+    aggregate_version: int,
+    merchant_id: str,
+    producer: str,
+    occurred_at: datetime,
+    correlation_id: str,
+    causation_id: str | None,
+) -> E:
+    """Build a new event with a fresh id. The caller supplies the time from its clock."""
+    return cls.model_validate(
+        {
+            "event_id": uuid.uuid4(),
+            "occurred_at": occurred_at,
+            "producer": producer,
+            "aggregate_id": aggregate_id,
+            "aggregate_version": aggregate_version,
+            "correlation_id": correlation_id,
+            "causation_id": causation_id,
+            "merchant_id": merchant_id,
+            "payload": payload,
+        }
+    )
+
+
+def new_command(
+    cls: type[C],
+    payload: BaseModel | Mapping[str, Any],
+    *,
+    aggregate_id: str,
+    merchant_id: str,
+    producer: str,
+    issued_at: datetime,
+    correlation_id: str,
+    causation_id: str | None,
+) -> C:
+    """Build a new command with a fresh id."""
+    return cls.model_validate(
+        {
+            "command_id": uuid.uuid4(),
+            "issued_at": issued_at,
+            "producer": producer,
+            "aggregate_id": aggregate_id,
+            "correlation_id": correlation_id,
+            "causation_id": causation_id,
+            "merchant_id": merchant_id,
+            "payload": payload,
+        }
+    )

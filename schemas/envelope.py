@@ -1,0 +1,81 @@
+"""The one envelope every payrail event and command travels in.
+
+Events are facts in the past tense and are never changed; a correction is a new event.
+Commands are requests addressed to the service that owns an aggregate. Both are frozen
+pydantic models whose concrete classes fix `*_type` and `schema_version` as literals, so
+a payload can always be validated against exactly one shape.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, ClassVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.topics import Topic
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class Contract(BaseModel):
+    """Base of every payload model: immutable and strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(Contract):
+    """Envelope of an immutable fact recorded by the service that owns `aggregate_id`."""
+
+    topic: ClassVar[Topic]
+
+    event_id: uuid.UUID
+    event_type: str
+    schema_version: int = Field(ge=1)
+    occurred_at: AwareDatetime
+    producer: Identifier
+    aggregate_id: Identifier
+    aggregate_version: int = Field(ge=1)
+    correlation_id: Identifier
+    causation_id: Identifier | None = None
+    merchant_id: Identifier
+
+    @property
+    def message_id(self) -> uuid.UUID:
+        return self.event_id
+
+    @property
+    def message_type(self) -> str:
+        return self.event_type
+
+
+class Command(Contract):
+    """Envelope of a request for the service that owns `aggregate_id` to act."""
+
+    topic: ClassVar[Topic]
+
+    command_id: uuid.UUID
+    command_type: str
+    schema_version: int = Field(ge=1)
+    issued_at: AwareDatetime
+    producer: Identifier
+    aggregate_id: Identifier
+    correlation_id: Identifier
+    causation_id: Identifier | None = None
+    merchant_id: Identifier
+
+    @property
+    def message_id(self) -> uuid.UUID:
+        return self.command_id
+
+    @property
+    def message_type(self) -> str:
+        return self.command_type
+
+
+Message = Event | Command
+
+
+def message_time(message: Message) -> datetime:
+    return message.occurred_at if isinstance(message, Event) else message.issued_at

@@ -1,0 +1,34 @@
+"""Ledger facts. The ledger owns the double-entry journal."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from schemas.envelope import Contract, Event
+from schemas.money import CurrencyCode, SignedAmountMinor
+from schemas.topics import Topic
+
+
+class Posting(Contract):
+    """One line of a journal entry. Debits are positive, credits negative."""
+
+    account_id: str = Field(min_length=1, max_length=200)
+    currency: CurrencyCode
+    amount_minor: SignedAmountMinor
+
+
+class JournalEntryPostedPayload(Contract):
+    entry_id: str = Field(min_length=1, max_length=128)
+    kind: str = Field(min_length=1, max_length=64)
+    source_event_id: str = Field(min_length=1, max_length=128)
+    source_aggregate_id: str = Field(min_length=1, max_length=128)
+    postings: tuple[Posting, ...] = Field(min_length=2)
+
+
+class JournalEntryPosted(Event):
+    topic: ClassVar[Topic] = Topic.LEDGER_EVENTS
+    event_type: Literal["JournalEntryPosted"] = "JournalEntryPosted"
+    schema_version: Literal[1] = 1
+    payload: JournalEntryPostedPayload

@@ -1,0 +1,44 @@
+"""Money on the wire: integer minor units plus an ISO 4217 currency code. Never float."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+# ISO 4217 currencies payrail accepts, with their minor-unit exponent. The list is kept
+# deliberately short: a currency is added when a channel can settle it, not before.
+CURRENCY_EXPONENTS: dict[str, int] = {
+    "CNY": 2,
+    "HKD": 2,
+    "USD": 2,
+    "EUR": 2,
+    "GBP": 2,
+    "SGD": 2,
+    "JPY": 0,
+    "KRW": 0,
+}
+
+# The largest single amount payrail accepts, in minor units of any currency. It keeps
+# every sum of a day's amounts far inside PostgreSQL bigint and is larger than any real
+# e-commerce payment (10^12 minor units is ten billion in a two-decimal currency).
+AMOUNT_MINOR_MAX = 10**12
+
+
+class UnknownCurrency(ValueError):
+    """The currency code is not an ISO 4217 code that payrail supports."""
+
+
+def check_currency(code: str) -> str:
+    """Return `code` when it is a supported ISO 4217 code; raise UnknownCurrency otherwise."""
+    if code not in CURRENCY_EXPONENTS:
+        raise UnknownCurrency(
+            f"unsupported currency {code!r}; supported: {', '.join(sorted(CURRENCY_EXPONENTS))}"
+        )
+    return code
+
+
+CurrencyCode = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(check_currency)]
+PositiveAmountMinor = Annotated[int, Field(strict=True, gt=0, le=AMOUNT_MINOR_MAX)]
+SignedAmountMinor = Annotated[int, Field(strict=True, ge=-AMOUNT_MINOR_MAX, le=AMOUNT_MINOR_MAX)]
+NonNegativeAmountMinor = Annotated[int, Field(strict=True, ge=0, le=AMOUNT_MINOR_MAX)]

@@ -1,0 +1,1 @@
+"""payrail services: one package per independently deployed process."""

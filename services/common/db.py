@@ -1,0 +1,120 @@
+"""PostgreSQL access: one asyncpg pool per service, pinned to the service's own schema."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_MIGRATION_FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+
+
+def check_schema_name(schema: str) -> str:
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"invalid schema name {schema!r}")
+    return schema
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(
+    dsn: str, schema: str, *, size_max: int = 10, command_timeout_s: float = 10.0
+) -> asyncpg.Pool:
+    """Open a pool whose connections resolve unqualified names in `schema` first."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=size_max,
+        command_timeout=command_timeout_s,
+        timeout=10.0,
+        init=_init_connection,
+        server_settings={"search_path": f"{check_schema_name(schema)},public"},
+    )
+    if pool is None:  # asyncpg types allow None only for a never-awaited pool
+        raise RuntimeError("asyncpg returned no pool")
+    return pool
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(*packages: str) -> list[Migration]:
+    """Read `NNN_name.sql` files from each package, in version order.
+
+    The shared runtime's tables (event store, inbox) come first as version 0xx; a
+    service's own migrations number from 100.
+    """
+    migrations: list[Migration] = []
+    for package in packages:
+        for entry in importlib.resources.files(package).iterdir():
+            match = _MIGRATION_FILE.match(entry.name)
+            if match:
+                migrations.append(
+                    Migration(int(match.group(1)), match.group(2), entry.read_text("utf-8"))
+                )
+    versions = [m.version for m in migrations]
+    if len(versions) != len(set(versions)):
+        raise RuntimeError(f"duplicate migration versions in {packages}")
+    return sorted(migrations, key=lambda m: m.version)
+
+
+async def apply_migrations(dsn: str, schema: str, migrations: list[Migration]) -> list[int]:
+    """Apply the migrations `schema` lacks, each in its own transaction. Returns versions applied.
+
+    An advisory lock serialises concurrent starts of the same service.
+    """
+    check_schema_name(schema)
+    connection: asyncpg.Connection = await asyncpg.connect(dsn, timeout=10.0)
+    applied: list[int] = []
+    try:
+        await connection.execute("SELECT pg_advisory_lock(hashtext($1))", f"migrate:{schema}")
+        try:
+            await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            await connection.execute(
+                f"CREATE TABLE IF NOT EXISTS {schema}.schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {
+                row["version"]
+                for row in await connection.fetch(f"SELECT version FROM {schema}.schema_migrations")
+            }
+            for migration in migrations:
+                if migration.version in done:
+                    continue
+                async with connection.transaction():
+                    await connection.execute(f"SET LOCAL search_path TO {schema}, public")
+                    await connection.execute(migration.sql.replace("{schema}", schema))
+                    await connection.execute(
+                        f"INSERT INTO {schema}.schema_migrations (version, name) VALUES ($1, $2)",
+                        migration.version,
+                        migration.name,
+                    )
+                applied.append(migration.version)
+                log.info("migration_applied", schema=schema, version=migration.version)
+        finally:
+            await connection.execute("SELECT pg_advisory_unlock(hashtext($1))", f"migrate:{schema}")
+    finally:
+        await connection.close()
+    return applied
+
+
+def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
+    return dict(record) if record is not None else None

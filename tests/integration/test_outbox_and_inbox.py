@@ -1,0 +1,182 @@
+"""The consistency core against a real broker and a real PostgreSQL: the event store as
+outbox, the relay, the idempotent inbox consumer and the dead-letter path."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+from faststream.kafka import KafkaBroker
+
+from schemas import Topic, decode, new_event, topic_name
+from schemas.payments import PaymentCreated, PaymentTerms
+from services.common.broker import DeadLetterPublisher, KafkaRecordPublisher, build_broker
+from services.common.consumer import InboxConsumer, subscribe
+from services.common.db import apply_migrations, create_pool, load_migrations
+from services.common.event_store import ConcurrencyConflict, append_events, load_stream
+from services.common.outbox import OutboundRecord, OutboxRelay
+from services.common.settings import ServiceSettings
+from tests.support.kafka import read_topic
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = "runtime_test"
+
+
+@pytest.fixture
+async def pool(settings: ServiceSettings) -> AsyncIterator[asyncpg.Pool]:
+    await apply_migrations(
+        settings.database_url, SCHEMA, load_migrations("services.common.migrations")
+    )
+    pool = await create_pool(settings.database_url, SCHEMA)
+    await pool.execute("CREATE TABLE effects (message_id uuid NOT NULL, note text)")
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def broker(settings: ServiceSettings) -> AsyncIterator[KafkaBroker]:
+    broker = build_broker(settings, client_id="runtime-test")
+    yield broker
+    await broker.stop()
+
+
+def payment_created(payment_id: str, version: int = 1) -> PaymentCreated:
+    return new_event(
+        PaymentCreated,
+        PaymentTerms(
+            order_id=f"order-{uuid.uuid4().hex[:6]}",
+            amount_minor=1000,
+            currency="CNY",
+            channel="alipay",  # type: ignore[arg-type]
+            fee_plan={"basis_points": 60, "fixed_minor": 0},  # type: ignore[arg-type]
+        ),
+        aggregate_id=payment_id,
+        aggregate_version=version,
+        merchant_id="mch_test",
+        producer="test",
+        occurred_at=datetime.now(UTC),
+        correlation_id=f"corr-{payment_id}",
+        causation_id=None,
+    )
+
+
+async def test_two_concurrent_writers_on_one_stream_cannot_both_win(pool: asyncpg.Pool) -> None:
+    payment_id = f"pay_{uuid.uuid4().hex}"
+    async with pool.acquire() as connection, connection.transaction():
+        await append_events(connection, payment_id, 0, [payment_created(payment_id)])
+
+    start = asyncio.Event()
+
+    async def writer() -> str:
+        async with pool.acquire() as connection:
+            await start.wait()
+            async with connection.transaction():
+                await append_events(connection, payment_id, 1, [payment_created(payment_id, 2)])
+        return "won"
+
+    tasks = [asyncio.create_task(writer()) for _ in range(2)]
+    start.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert sorted(type(result).__name__ for result in results) == ["ConcurrencyConflict", "str"]
+    assert all(isinstance(r, (str, ConcurrencyConflict)) for r in results)
+    async with pool.acquire() as connection:
+        assert [e.aggregate_version for e in await load_stream(connection, payment_id)] == [1, 2]
+
+
+class CrashingPublisher:
+    """Stands in for a relay process that dies: it optionally publishes, then raises."""
+
+    def __init__(self, real: KafkaRecordPublisher | None) -> None:
+        self.real = real
+
+    async def publish_batch(self, records: Sequence[OutboundRecord]) -> None:
+        if self.real is not None:
+            await self.real.publish_batch(records)
+        raise SystemExit("relay killed")
+
+
+@pytest.mark.parametrize("dies_after_publishing", [False, True])
+async def test_relay_killed_between_commit_and_mark_loses_nothing(
+    pool: asyncpg.Pool, broker: KafkaBroker, settings: ServiceSettings, dies_after_publishing: bool
+) -> None:
+    await broker.connect()
+    payment_ids = [f"pay_{uuid.uuid4().hex}" for _ in range(5)]
+    async with pool.acquire() as connection, connection.transaction():
+        for payment_id in payment_ids:
+            await append_events(connection, payment_id, 0, [payment_created(payment_id)])
+
+    real_publisher = KafkaRecordPublisher(broker)
+    dying = OutboxRelay(
+        pool,
+        SCHEMA,
+        CrashingPublisher(real_publisher if dies_after_publishing else None),
+        topic_prefix=settings.kafka_topic_prefix,
+    )
+    with pytest.raises(SystemExit):
+        await dying.publish_pending()
+    assert await pool.fetchval("SELECT count(*) FROM event_store WHERE published_at IS NULL") == 5
+
+    restarted = OutboxRelay(pool, SCHEMA, real_publisher, topic_prefix=settings.kafka_topic_prefix)
+    assert await restarted.publish_pending() == 5
+    assert await pool.fetchval("SELECT count(*) FROM event_store WHERE published_at IS NULL") == 0
+
+    topic = topic_name(Topic.PAYMENTS_EVENTS, settings.kafka_topic_prefix)
+    expected_copies = 2 if dies_after_publishing else 1
+    records = await read_topic(
+        settings.kafka_bootstrap_servers,
+        topic,
+        until=lambda seen: len(seen) >= 5 * expected_copies,
+    )
+    seen_ids = [decode(Topic.PAYMENTS_EVENTS, record.value).aggregate_id for record in records]
+    assert sorted(set(seen_ids)) == sorted(payment_ids)
+    assert len(seen_ids) == 5 * expected_copies
+
+
+async def test_redelivered_event_is_applied_once_and_poison_is_dead_lettered(
+    pool: asyncpg.Pool, broker: KafkaBroker, settings: ServiceSettings
+) -> None:
+    applied: list[uuid.UUID] = []
+
+    async def record_effect(connection: asyncpg.Connection, event: PaymentCreated) -> None:
+        await connection.execute("INSERT INTO effects (message_id) VALUES ($1)", event.event_id)
+        applied.append(event.event_id)
+
+    consumer = InboxConsumer(
+        name="runtime-test:payments.events",
+        topic=Topic.PAYMENTS_EVENTS,
+        pool=pool,
+        handlers={PaymentCreated: record_effect},
+        dead_letters=DeadLetterPublisher(broker, settings.kafka_topic_prefix, "runtime-test"),
+    )
+    subscribe(broker, settings, consumer, group_id=f"runtime-test-{uuid.uuid4().hex[:6]}")
+    await broker.start()
+
+    topic = topic_name(Topic.PAYMENTS_EVENTS, settings.kafka_topic_prefix)
+    event = payment_created(f"pay_{uuid.uuid4().hex}")
+    body = event.model_dump_json().encode()
+    after = payment_created(f"pay_{uuid.uuid4().hex}")
+    await broker.publish(body, topic=topic, key=b"k")
+    await broker.publish(b"{not json", topic=topic, key=b"k")
+    await broker.publish(body, topic=topic, key=b"k")  # the same event delivered again
+    await broker.publish(after.model_dump_json().encode(), topic=topic, key=b"k")
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(applied) < 2:
+        await asyncio.sleep(0.05)
+    assert applied == [event.event_id, after.event_id]
+    assert await pool.fetchval("SELECT count(*) FROM effects") == 2
+
+    dead = await read_topic(
+        settings.kafka_bootstrap_servers,
+        topic_name(Topic.DEAD_LETTERS, settings.kafka_topic_prefix),
+        until=lambda seen: len(seen) >= 1,
+    )
+    assert [record.value for record in dead] == [b"{not json"]
+    reason = dict(dead[0].headers)["dead_letter_reason"].decode()
+    assert reason.startswith("undecodable: body is not JSON")
