@@ -91,8 +91,9 @@ class InboxConsumer:
         self._pool = pool
         self._handlers = {cls: handler for cls, handler in handlers.items()}
         self._handled_type_names = {
-            cls.model_fields["event_type" if "event_type" in cls.model_fields else "command_type"]
-            .default: cls
+            cls.model_fields[
+                "event_type" if "event_type" in cls.model_fields else "command_type"
+            ].default: cls
             for cls in handlers
         }
         self._dead_letters = dead_letters
@@ -125,7 +126,9 @@ class InboxConsumer:
             message_type=message.message_type,
             consumer=self.name,
         ):
-            await self._apply_with_retries(message, handler, body, key, source_topic, partition, offset)
+            await self._apply_with_retries(
+                message, handler, body, key, source_topic, partition, offset
+            )
 
     async def _apply_with_retries(
         self,

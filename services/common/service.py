@@ -18,6 +18,7 @@ from fastapi import FastAPI, Response
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from schemas import Message, Topic
 from services.common.broker import (
     DeadLetterPublisher,
     KafkaRecordPublisher,
@@ -30,8 +31,6 @@ from services.common.db import apply_migrations, create_pool, load_migrations
 from services.common.logging import configure_logging
 from services.common.outbox import OutboxRelay
 from services.common.settings import ServiceSettings
-
-from schemas import Message, Topic
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +62,9 @@ class ServiceContext:
             ),
             retry_count_max=self.settings.consumer_retry_count_max,
         )
-        subscribe(self.broker, self.settings, consumer, group_id=f"payrail.{self.name}")
+        subscribe(
+            self.broker, self.settings, consumer, group_id=f"payrail.{self.name}.{topic.value}"
+        )
         return consumer
 
 

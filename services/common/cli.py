@@ -1,0 +1,123 @@
+"""The `payrail` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from types import FrameType
+
+from services.common.launcher import (
+    LauncherSettings,
+    Platform,
+    PlatformInfo,
+    prepare_infrastructure,
+)
+from services.common.logging import configure_logging
+from services.common.settings import ServiceSettings
+
+
+def _print_welcome(info: PlatformInfo) -> None:
+    curl = (
+        f"curl -s -X POST {info.api_base_url}/v1/payments \\\n"
+        f"  -H 'Authorization: Bearer {info.demo_api_key}' \\\n"
+        f'  -H "Idempotency-Key: $(uuidgen || date +%s%N)" \\\n'
+        "  -H 'Content-Type: application/json' \\\n"
+        '  -d \'{"amount": 1999, "currency": "CNY", "channel": "alipay",'
+        ' "order_id": "order-1001", "description": "Two coffees"}\''
+    )
+    print(
+        f"""
+payrail is running.
+
+  API base URL     {info.api_base_url}
+  OpenAPI docs     {info.api_base_url}/docs   (document: {info.api_base_url}/openapi.json)
+  Demo API key     {info.demo_api_key}
+  Admin key        {info.admin_key}
+  PSP simulator    {info.psp_base_url}
+  Kafka            {info.kafka_bootstrap_servers}
+  Logs             {info.log_dir}/
+  Demo webhooks    {info.demo_webhook_log}
+
+Create a payment:
+
+{curl}
+
+Pay it as the payer would (POST the next_action.url from the answer):
+
+  curl -s -X POST <next_action.url>
+
+Then read it back and see the balance:
+
+  curl -s {info.api_base_url}/v1/payments/<id> -H 'Authorization: Bearer {info.demo_api_key}'
+  curl -s {info.api_base_url}/v1/balance -H 'Authorization: Bearer {info.demo_api_key}'
+
+Press Ctrl-C to stop every process.
+""",
+        flush=True,
+    )
+
+
+def run(_: argparse.Namespace) -> int:
+    configure_logging("launcher", "WARNING", "console")
+    stop_requested = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    print("Starting payrail: broker, database, migrations, six processes...", flush=True)
+    with Platform(LauncherSettings(), ServiceSettings()) as platform:
+        info = platform.start()
+        _print_welcome(info)
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        while not stop_requested:
+            failed = platform.failed_process()
+            if failed is not None:
+                print(f"{failed} stopped unexpectedly; see {info.log_dir}/{failed}.log")
+                return 1
+            time.sleep(0.5)
+        print("\nStopping payrail...", flush=True)
+    print("Stopped.")
+    return 0
+
+
+def migrate(_: argparse.Namespace) -> int:
+    configure_logging("migrate", "INFO", "console")
+    asyncio.run(prepare_infrastructure(ServiceSettings()))
+    return 0
+
+
+def export_schemas(arguments: argparse.Namespace) -> int:
+    from schemas.export import check_exports, write_exports
+
+    if arguments.check:
+        stale = check_exports()
+        for path in stale:
+            print(f"stale: {path}", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_exports():
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="payrail", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="start the whole platform locally").set_defaults(handler=run)
+    commands.add_parser("migrate", help="create topics and apply migrations").set_defaults(
+        handler=migrate
+    )
+    export = commands.add_parser("export-schemas", help="write JSON Schema and AsyncAPI files")
+    export.add_argument("--check", action="store_true", help="fail when the files are stale")
+    export.set_defaults(handler=export_schemas)
+    arguments = parser.parse_args(argv)
+    code: int = arguments.handler(arguments)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

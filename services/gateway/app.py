@@ -1,0 +1,95 @@
+"""Wiring of the gateway process: HTTP API, channel adapters, projections."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import httpx
+from fastapi import FastAPI
+
+from schemas import Topic
+from schemas.channels import SubmitChannelPayment
+from schemas.common import Channel
+from schemas.ledger import JournalEntryPosted
+from schemas.payments import (
+    PaymentActionRequired,
+    PaymentCreated,
+    PaymentFailed,
+    PaymentRiskApproved,
+    PaymentSucceeded,
+)
+from services.common.clock import Clock
+from services.common.service import ServiceContext, create_service_app
+from services.gateway import admin_api, channels_api, payments_api, projections, webhooks_api
+from services.gateway.channel_results import submit_channel_payment
+from services.gateway.channels.alipay import AlipayChannel
+from services.gateway.channels.base import ChannelAdapter
+from services.gateway.problems import install_problem_handlers
+from services.gateway.settings import GatewaySettings
+
+
+def create_app(settings: GatewaySettings | None = None, clock: Clock | None = None) -> FastAPI:
+    gateway_settings = settings or GatewaySettings()
+    app = FastAPI(
+        title="payrail API",
+        version="0.1.0",
+        description=(
+            "Payments for e-commerce. Amounts are integer minor units. Errors are RFC 9457"
+            " problem details with a stable `code`."
+        ),
+    )
+    app.state.gateway_settings = gateway_settings
+    install_problem_handlers(app)
+    for module in (payments_api, admin_api, webhooks_api, channels_api):
+        app.include_router(module.router)
+
+    async def wire(context: ServiceContext) -> None:
+        timeout = httpx.Timeout(gateway_settings.channel_timeout_ms / 1000)
+        channel_client = httpx.AsyncClient(timeout=timeout)
+        notifier_client = httpx.AsyncClient(base_url=gateway_settings.notifier_url, timeout=timeout)
+        context.on_stop.extend([channel_client.aclose, notifier_client.aclose])
+        channels: dict[Channel, ChannelAdapter] = {
+            Channel.ALIPAY: AlipayChannel(
+                base_url=gateway_settings.psp_base_url,
+                app_id=gateway_settings.alipay_app_id,
+                secret=gateway_settings.alipay_secret.get_secret_value(),
+                notify_url=f"{gateway_settings.base_url}/v1/channels/alipay/notify",
+                http_client=channel_client,
+                timeout_s=gateway_settings.channel_timeout_ms / 1000,
+            )
+        }
+        app.state.channels = channels
+        app.state.notifier_client = notifier_client
+        context.consume(
+            Topic.CHANNEL_COMMANDS,
+            {
+                SubmitChannelPayment: partial(
+                    submit_channel_payment, channels=channels, clock=context.clock
+                )
+            },
+        )
+        context.consume(
+            Topic.PAYMENTS_EVENTS,
+            {
+                event_type: projections.project_payment_event
+                for event_type in (
+                    PaymentCreated,
+                    PaymentRiskApproved,
+                    PaymentActionRequired,
+                    PaymentSucceeded,
+                    PaymentFailed,
+                )
+            },
+        )
+        context.consume(
+            Topic.LEDGER_EVENTS, {JournalEntryPosted: projections.project_journal_entry}
+        )
+
+    return create_service_app(
+        "gateway",
+        gateway_settings,
+        migration_packages=["services.gateway.migrations"],
+        wiring=wire,
+        clock=clock,
+        app=app,
+    )

@@ -1,0 +1,250 @@
+"""Merchant API: payments and balance."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Annotated, Any
+
+import asyncpg
+import structlog
+from fastapi import APIRouter, Header, Request, Response
+
+from schemas import new_command
+from schemas.payments import CreatePayment, PaymentTerms
+from services.common.event_store import enqueue_commands
+from services.common.ids import new_prefixed_id
+from services.gateway.auth import MerchantDependency
+from services.gateway.domain import RECEIVED_STATUS, SETTLED_VIEW_STATUSES, request_fingerprint
+from services.gateway.models import (
+    BalanceAmount,
+    BalanceView,
+    CreatePaymentRequest,
+    PaymentEventView,
+    PaymentView,
+)
+from services.gateway.problems import PROBLEM_RESPONSES, ApiProblem
+
+log = structlog.get_logger(__name__)
+router = APIRouter(tags=["payments"], responses=PROBLEM_RESPONSES)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=255, description="Client-chosen key."),
+]
+CorrelationId = Annotated[
+    str | None, Header(alias="X-Correlation-Id", min_length=1, max_length=128)
+]
+
+
+def _view(row: asyncpg.Record) -> PaymentView:
+    return PaymentView(
+        id=row["payment_id"],
+        merchant_id=row["merchant_id"],
+        order_id=row["order_id"],
+        amount=row["amount_minor"],
+        currency=row["currency"],
+        channel=row["channel"],
+        description=row["description"],
+        status=row["status"],
+        next_action=row["next_action"],
+        failure=row["failure"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def _load_view(pool: asyncpg.Pool, merchant_id: str, payment_id: str) -> PaymentView | None:
+    row = await pool.fetchrow(
+        "SELECT * FROM payments WHERE payment_id = $1 AND merchant_id = $2", payment_id, merchant_id
+    )
+    return _view(row) if row is not None else None
+
+
+async def _wait_for_payment(
+    pool: asyncpg.Pool, merchant_id: str, payment_id: str, wait_ms: int
+) -> PaymentView | None:
+    """Poll the projection until the payer can act or the payment is over, within `wait_ms`."""
+    deadline = time.monotonic() + wait_ms / 1000
+    view = await _load_view(pool, merchant_id, payment_id)
+    while (
+        view is None or view.status not in SETTLED_VIEW_STATUSES
+    ) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        view = await _load_view(pool, merchant_id, payment_id)
+    return view
+
+
+def _received_view(payment_id: str, merchant_id: str, body: CreatePaymentRequest) -> PaymentView:
+    return PaymentView(
+        id=payment_id,
+        merchant_id=merchant_id,
+        order_id=body.order_id,
+        amount=body.amount,
+        currency=body.currency,
+        channel=body.channel.value,
+        description=body.description,
+        status=RECEIVED_STATUS,
+    )
+
+
+@router.post("/v1/payments", status_code=201, response_model=PaymentView)
+async def create_payment(
+    body: CreatePaymentRequest,
+    request: Request,
+    response: Response,
+    merchant: MerchantDependency,
+    idempotency_key: IdempotencyKey = None,
+    correlation_id: CorrelationId = None,
+) -> Any:
+    """Create a payment. It is decided by risk and prepared at the channel asynchronously;
+    the call waits briefly so the answer usually carries `next_action` already."""
+    if body.channel not in merchant.channels:
+        raise ApiProblem(
+            422,
+            "channel_not_enabled",
+            "Channel not enabled",
+            f"channel {body.channel.value} is not enabled for this merchant",
+        )
+    context = request.app.state.context
+    settings = request.app.state.gateway_settings
+    pool: asyncpg.Pool = context.pool
+    payment_id = new_prefixed_id("pay")
+    correlation = correlation_id or f"corr_{uuid.uuid4().hex}"
+    fingerprint = request_fingerprint("POST", "/v1/payments", body.model_dump(mode="json"))
+    async with pool.acquire() as connection, connection.transaction():
+        if idempotency_key is not None:
+            claimed = await connection.fetchval(
+                "INSERT INTO idempotency_keys"
+                " (merchant_id, idempotency_key, request_hash, payment_id)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
+                merchant.merchant_id,
+                idempotency_key,
+                fingerprint,
+                payment_id,
+            )
+            if not claimed:
+                return await _replay(
+                    connection,
+                    merchant.merchant_id,
+                    idempotency_key,
+                    fingerprint,
+                    body,
+                    response,
+                    settings,
+                )
+        command = new_command(
+            CreatePayment,
+            PaymentTerms(
+                order_id=body.order_id,
+                amount_minor=body.amount,
+                currency=body.currency,
+                channel=body.channel,
+                description=body.description,
+                fee_plan=merchant.fee_plans[body.channel],
+            ),
+            aggregate_id=payment_id,
+            merchant_id=merchant.merchant_id,
+            producer="gateway",
+            issued_at=context.clock.now(),
+            correlation_id=correlation,
+            causation_id=None,
+        )
+        await enqueue_commands(connection, [command])
+    log.info("payment_requested", payment_id=payment_id, correlation_id=correlation)
+    response.headers["X-Correlation-Id"] = correlation
+    view = await _wait_for_payment(
+        pool, merchant.merchant_id, payment_id, settings.payment_create_wait_ms
+    ) or _received_view(payment_id, merchant.merchant_id, body)
+    if idempotency_key is not None:
+        await pool.execute(
+            "UPDATE idempotency_keys SET response_status = 201, response_body = $3::text::jsonb"
+            " WHERE merchant_id = $1 AND idempotency_key = $2",
+            merchant.merchant_id,
+            idempotency_key,
+            view.model_dump_json(),
+        )
+    return view
+
+
+async def _replay(
+    connection: asyncpg.Connection,
+    merchant_id: str,
+    idempotency_key: str,
+    fingerprint: bytes,
+    body: CreatePaymentRequest,
+    response: Response,
+    settings: Any,
+) -> Any:
+    row = await connection.fetchrow(
+        "SELECT request_hash, payment_id, response_status, response_body FROM idempotency_keys"
+        " WHERE merchant_id = $1 AND idempotency_key = $2",
+        merchant_id,
+        idempotency_key,
+    )
+    if row["request_hash"] != fingerprint:
+        raise ApiProblem(
+            422,
+            "idempotency_key_reused",
+            "Idempotency-Key reused",
+            "This Idempotency-Key was used with a different request.",
+        )
+    response.headers["Idempotent-Replayed"] = "true"
+    if row["response_body"] is not None:
+        response.status_code = row["response_status"]
+        return PaymentView.model_validate(row["response_body"])
+    # The first request is still waiting for its answer: show the payment as it is now.
+    response.status_code = 200
+    return await _load_view(connection, merchant_id, row["payment_id"]) or _received_view(
+        row["payment_id"], merchant_id, body
+    )
+
+
+@router.get("/v1/payments/{payment_id}", response_model=PaymentView)
+async def get_payment(payment_id: str, request: Request, merchant: MerchantDependency) -> Any:
+    """A payment with its event history. Another merchant's payment is not found."""
+    pool: asyncpg.Pool = request.app.state.context.pool
+    view = await _load_view(pool, merchant.merchant_id, payment_id)
+    if view is None:
+        raise ApiProblem(404, "payment_not_found", "Payment not found", f"No payment {payment_id}.")
+    rows = await pool.fetch(
+        "SELECT event_id, event_type, aggregate_version, occurred_at, data FROM payment_timeline"
+        " WHERE payment_id = $1 ORDER BY aggregate_version",
+        payment_id,
+    )
+    view.events = [
+        PaymentEventView(
+            id=str(row["event_id"]),
+            type=row["event_type"],
+            aggregate_version=row["aggregate_version"],
+            occurred_at=row["occurred_at"],
+            data=row["data"],
+        )
+        for row in rows
+    ]
+    return view
+
+
+@router.get("/v1/balance", response_model=BalanceView)
+async def get_balance(request: Request, merchant: MerchantDependency) -> Any:
+    """The merchant's balances per currency, projected from the ledger's journal entries."""
+    rows = await request.app.state.context.pool.fetch(
+        "SELECT currency, bucket, amount_minor FROM balances WHERE merchant_id = $1"
+        " ORDER BY currency",
+        merchant.merchant_id,
+    )
+    by_currency: dict[str, dict[str, int]] = {}
+    for row in rows:
+        by_currency.setdefault(row["currency"], {})[row["bucket"]] = row["amount_minor"]
+    return BalanceView(
+        merchant_id=merchant.merchant_id,
+        balances=[
+            BalanceAmount(
+                currency=currency,
+                pending=buckets.get("pending", 0),
+                available=buckets.get("available", 0),
+            )
+            for currency, buckets in by_currency.items()
+        ],
+    )

@@ -1,0 +1,82 @@
+"""Read projections the API serves, built from events by idempotent consumers."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from schemas import Event
+from schemas.ledger import JournalEntryPosted
+from schemas.payments import PaymentActionRequired, PaymentCreated, PaymentFailed
+from services.gateway.domain import STATUS_AFTER_EVENT, merchant_balance_bucket
+
+
+async def project_payment_event(connection: asyncpg.Connection, event: Event) -> None:
+    """Fold one payments.events event into the payment row and its timeline."""
+    await connection.execute(
+        "INSERT INTO payment_timeline"
+        " (event_id, payment_id, event_type, aggregate_version, occurred_at, data)"
+        " VALUES ($1, $2, $3, $4, $5, $6::text::jsonb) ON CONFLICT DO NOTHING",
+        event.event_id,
+        event.aggregate_id,
+        event.event_type,
+        event.aggregate_version,
+        event.occurred_at,
+        event.payload.model_dump_json(),  # type: ignore[attr-defined]
+    )
+    if isinstance(event, PaymentCreated):
+        terms = event.payload
+        await connection.execute(
+            "INSERT INTO payments (payment_id, merchant_id, order_id, amount_minor, currency,"
+            " channel, description, status, version, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT DO NOTHING",
+            event.aggregate_id,
+            event.merchant_id,
+            terms.order_id,
+            terms.amount_minor,
+            terms.currency,
+            terms.channel.value,
+            terms.description,
+            STATUS_AFTER_EVENT[PaymentCreated],
+            event.aggregate_version,
+            event.occurred_at,
+        )
+        return
+    next_action = (
+        event.payload.next_action.model_dump() if isinstance(event, PaymentActionRequired) else None
+    )
+    failure = event.payload.failure.model_dump() if isinstance(event, PaymentFailed) else None
+    # Events of one payment arrive in order on one partition; the version guard still
+    # keeps a replayed older event from moving the row backwards.
+    await connection.execute(
+        "UPDATE payments SET status = $2, version = $3, updated_at = $4,"
+        " next_action = CASE WHEN $2 = 'requires_payment' THEN $5::jsonb ELSE NULL END,"
+        " failure = COALESCE($6::jsonb, failure)"
+        " WHERE payment_id = $1 AND version < $3",
+        event.aggregate_id,
+        STATUS_AFTER_EVENT[type(event)],
+        event.aggregate_version,
+        event.occurred_at,
+        next_action,
+        failure,
+    )
+
+
+async def project_journal_entry(connection: asyncpg.Connection, event: JournalEntryPosted) -> None:
+    """Add a journal entry's merchant postings to the merchants' balances.
+
+    Merchant accounts are liabilities (credit-normal), so a balance is the negated sum.
+    """
+    for posting in event.payload.postings:
+        bucket = merchant_balance_bucket(posting.account_id)
+        if bucket is None:
+            continue
+        merchant_id, name = bucket
+        await connection.execute(
+            "INSERT INTO balances (merchant_id, currency, bucket, amount_minor)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (merchant_id, currency, bucket)"
+            " DO UPDATE SET amount_minor = balances.amount_minor + EXCLUDED.amount_minor",
+            merchant_id,
+            posting.currency,
+            name,
+            -posting.amount_minor,
+        )

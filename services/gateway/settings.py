@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from services.common.settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    http_port: int = Field(default=8000, description="Port of the public HTTP API.")
+    public_base_url: str = Field(
+        default="", description="Base URL clients use; empty means http://{http_host}:{http_port}."
+    )
+    admin_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer key of the admin API (PAYRAIL_ADMIN_KEY); unset disables it.",
+    )
+    api_key_prefix: str = Field(default="sk_test_", description="Prefix of new merchant API keys.")
+    payment_create_wait_ms: int = Field(
+        default=5_000,
+        ge=0,
+        le=30_000,
+        description="How long POST /v1/payments waits for the payment to reach the payer step.",
+    )
+    psp_base_url: str = Field(
+        default="http://127.0.0.1:8100", description="Base URL of the PSP (simulator) API."
+    )
+    alipay_app_id: str = Field(default="payrail_platform", description="Our app id at Alipay.")
+    alipay_secret: SecretStr = Field(
+        default=SecretStr("alipay-sandbox-secret"), description="Alipay signing secret."
+    )
+    channel_timeout_ms: int = Field(default=5_000, ge=100, le=60_000)
+    notifier_url: str = Field(
+        default="http://127.0.0.1:8004", description="Internal URL of the notifier service."
+    )
+
+    @property
+    def base_url(self) -> str:
+        return self.public_base_url or f"http://{self.http_host}:{self.http_port}"

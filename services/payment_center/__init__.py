@@ -1,0 +1,1 @@
+"""payment_center: the payment aggregate and its saga (risk decision, channel, result)."""

@@ -1,0 +1,1 @@
+"""risk: decides approve / review / deny before any channel is charged."""

@@ -1,0 +1,198 @@
+"""The payment aggregate's decisions, pure: no database, no broker."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from schemas import Event, new_event
+from schemas.channels import (
+    ChannelPaymentPreparedPayload,
+    ChannelPaymentRejectedPayload,
+    ChannelPaymentSucceededPayload,
+    SubmitChannelPayment,
+)
+from schemas.common import Channel, Failure, FeePlan, NextAction
+from schemas.payments import (
+    PaymentActionRequired,
+    PaymentCreated,
+    PaymentFailed,
+    PaymentRiskApproved,
+    PaymentSucceeded,
+    PaymentTerms,
+)
+from schemas.risk import FiredRule, RiskDecisionMadePayload, RiskOutcome
+from services.common.decisions import Decision
+from services.payment_center import domain
+from services.payment_center.domain import PaymentStatus
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def terms(amount_minor: int = 1999) -> PaymentTerms:
+    return PaymentTerms(
+        order_id=f"order-{uuid.uuid4().hex[:8]}",
+        amount_minor=amount_minor,
+        currency="CNY",
+        channel=Channel.ALIPAY,
+        description="coffee",
+        fee_plan=FeePlan(basis_points=60, fixed_minor=0),
+    )
+
+
+def apply(state: domain.Payment | None, decision: Decision, payment_id: str) -> domain.Payment:
+    """Record a decision's events the way the handler would and fold them into the state."""
+    version = state.version if state else 0
+    for index, emit in enumerate(decision.events, start=1):
+        event: Event = new_event(
+            emit.event_type,
+            emit.payload,
+            aggregate_id=payment_id,
+            aggregate_version=version + index,
+            merchant_id="mch_a",
+            producer="test",
+            occurred_at=NOW,
+            correlation_id="corr",
+            causation_id=None,
+        )
+        state = domain.evolve(state, event)
+    assert state is not None
+    return state
+
+
+def decision_of(
+    outcome: RiskOutcome, rules: tuple[FiredRule, ...] = (), payment_id: str = "pay_1"
+) -> RiskDecisionMadePayload:
+    return RiskDecisionMadePayload(
+        payment_id=payment_id, outcome=outcome, score=0 if not rules else 100, fired_rules=rules
+    )
+
+
+def prepared() -> ChannelPaymentPreparedPayload:
+    return ChannelPaymentPreparedPayload(
+        channel=Channel.ALIPAY,
+        channel_trade_id="T1",
+        next_action=NextAction(url="http://psp/pay/T1", qr_code="http://psp/qr/T1"),
+    )
+
+
+def paid(amount_minor: int = 1999, currency: str = "CNY") -> ChannelPaymentSucceededPayload:
+    return ChannelPaymentSucceededPayload(
+        channel=Channel.ALIPAY,
+        channel_trade_id="T1",
+        amount_minor=amount_minor,
+        currency=currency,
+        paid_at=NOW,
+        notification_id=f"n-{uuid.uuid4().hex[:6]}",
+    )
+
+
+def payment_requiring_payment(payment_terms: PaymentTerms) -> domain.Payment:
+    state = apply(None, domain.create_payment(None, payment_terms), "pay_1")
+    state = apply(state, domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)), "pay_1")
+    return apply(state, domain.apply_channel_prepared(state, prepared()), "pay_1")
+
+
+def test_the_happy_path_reaches_succeeded_with_one_event_per_step() -> None:
+    payment_terms = terms()
+    created = domain.create_payment(None, payment_terms)
+    assert [emit.event_type for emit in created.events] == [PaymentCreated]
+    state = apply(None, created, "pay_1")
+    assert state.status is PaymentStatus.AWAITING_RISK
+
+    approved = domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE))
+    assert [emit.event_type for emit in approved.events] == [PaymentRiskApproved]
+    assert [send.command_type for send in approved.commands] == [SubmitChannelPayment]
+    state = apply(state, approved, "pay_1")
+    assert state.status is PaymentStatus.SUBMITTING
+
+    action = domain.apply_channel_prepared(state, prepared())
+    assert [emit.event_type for emit in action.events] == [PaymentActionRequired]
+    state = apply(state, action, "pay_1")
+    assert state.status is PaymentStatus.REQUIRES_PAYMENT
+    assert state.next_action is not None and state.next_action.url == "http://psp/pay/T1"
+
+    success = domain.apply_channel_succeeded(state, paid())
+    assert [emit.event_type for emit in success.events] == [PaymentSucceeded]
+    state = apply(state, success, "pay_1")
+    assert state.status is PaymentStatus.SUCCEEDED
+    assert state.version == 4
+
+
+def test_creating_the_same_payment_again_decides_nothing_but_other_terms_conflict() -> None:
+    payment_terms = terms()
+    state = apply(None, domain.create_payment(None, payment_terms), "pay_1")
+    assert domain.create_payment(state, payment_terms).is_empty
+    with pytest.raises(domain.PaymentConflict):
+        domain.create_payment(state, terms(amount_minor=5))
+
+
+def test_risk_denial_fails_the_payment_naming_every_rule_that_fired() -> None:
+    state = apply(None, domain.create_payment(None, terms()), "pay_1")
+    rule = FiredRule(rule_id="limit.single_payment_amount", reason="too much")
+    denied = domain.apply_risk_decision(state, decision_of(RiskOutcome.DENY, (rule,)))
+    assert [emit.event_type for emit in denied.events] == [PaymentFailed]
+    assert not denied.commands
+    state = apply(state, denied, "pay_1")
+    assert state.status is PaymentStatus.FAILED
+    assert state.failure == Failure(
+        code="risk_declined", message="too much", rule_ids=("limit.single_payment_amount",)
+    )
+
+
+def test_review_keeps_the_payment_waiting_for_risk() -> None:
+    state = apply(None, domain.create_payment(None, terms()), "pay_1")
+    assert domain.apply_risk_decision(state, decision_of(RiskOutcome.REVIEW)).is_empty
+
+
+def test_a_second_risk_decision_decides_nothing() -> None:
+    state = apply(None, domain.create_payment(None, terms()), "pay_1")
+    state = apply(state, domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)), "pay_1")
+    assert domain.apply_risk_decision(state, decision_of(RiskOutcome.DENY)).is_empty
+
+
+def test_duplicate_success_notifications_record_one_success() -> None:
+    state = payment_requiring_payment(terms())
+    state = apply(state, domain.apply_channel_succeeded(state, paid()), "pay_1")
+    assert domain.apply_channel_succeeded(state, paid()).is_empty
+
+
+def test_success_before_the_prepared_result_still_succeeds_and_prepared_then_decides_nothing() -> None:
+    state = apply(None, domain.create_payment(None, terms()), "pay_1")
+    state = apply(state, domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)), "pay_1")
+    state = apply(state, domain.apply_channel_succeeded(state, paid()), "pay_1")
+    assert state.status is PaymentStatus.SUCCEEDED
+    assert domain.apply_channel_prepared(state, prepared()).is_empty
+
+
+@pytest.mark.parametrize(("amount_minor", "currency"), [(1998, "CNY"), (1999, "USD")])
+def test_a_channel_amount_that_differs_from_the_payment_is_refused(
+    amount_minor: int, currency: str
+) -> None:
+    state = payment_requiring_payment(terms())
+    with pytest.raises(domain.ChannelAmountMismatch):
+        domain.apply_channel_succeeded(state, paid(amount_minor, currency))
+
+
+def test_channel_rejection_fails_a_submitting_payment() -> None:
+    state = apply(None, domain.create_payment(None, terms()), "pay_1")
+    state = apply(state, domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)), "pay_1")
+    failure = Failure(code="channel_trade_conflict", message="no")
+    rejected = ChannelPaymentRejectedPayload(channel=Channel.ALIPAY, failure=failure)
+    state = apply(state, domain.apply_channel_rejected(state, rejected), "pay_1")
+    assert state.status is PaymentStatus.FAILED and state.failure == failure
+
+
+@pytest.mark.parametrize(
+    "decide",
+    [
+        lambda: domain.apply_risk_decision(None, decision_of(RiskOutcome.APPROVE)),
+        lambda: domain.apply_channel_prepared(None, prepared()),
+        lambda: domain.apply_channel_succeeded(None, paid()),
+    ],
+)
+def test_inputs_for_an_unknown_payment_are_refused(decide: object) -> None:
+    with pytest.raises(domain.UnknownPayment):
+        decide()  # type: ignore[operator]
