@@ -1,0 +1,94 @@
+"""What every channel adapter offers the gateway: its interface, result types and errors.
+
+An adapter translates between payrail's words (payment id, amount in minor units) and one
+channel's protocol. The gateway decides what to do with the results; the adapter never
+touches the database or the broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class PreparedTrade:
+    """The channel accepted the payment and is waiting for the payer."""
+
+    channel_trade_id: str
+    pay_url: str
+    qr_code: str | None
+
+
+@dataclass(frozen=True)
+class VerifiedPaymentNotification:
+    """A channel's callback whose signature and fields were checked: the payer paid."""
+
+    notification_id: str
+    channel_trade_id: str
+    payment_id: str
+    amount_minor: int
+    currency: str
+    paid_at: datetime  # Timezone-aware, in UTC.
+
+
+class ChannelError(Exception):
+    """Base of every error an adapter raises on purpose."""
+
+
+class ChannelRejected(ChannelError):
+    """The channel answered and said no. Permanent: retrying the same request will not help.
+
+    `code` is a stable lowercase code (for Alipay, its `sub_code` lowercased, e.g.
+    `trade_conflict`); `message` is the channel's human-readable explanation.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ChannelUnavailable(ChannelError):
+    """The outcome is unknown (timeout, connection error, 5xx, unverifiable response).
+
+    Try again later with the same payment id; channels treat that id as an idempotency key.
+    """
+
+
+class InvalidNotification(ChannelError):
+    """A callback that must not be trusted: bad signature, missing field, stale, wrong app.
+
+    `reason` is a stable lowercase code such as `bad_signature` or `stale`; the message
+    adds details for the log.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class ChannelAdapter(Protocol):
+    """One payment channel, as the gateway sees it."""
+
+    async def prepare(
+        self, *, payment_id: str, amount_minor: int, currency: str, description: str
+    ) -> PreparedTrade:
+        """Create (or find again) the channel's trade for `payment_id`.
+
+        Raises ChannelRejected when the channel refuses, ChannelUnavailable when the
+        outcome is unknown.
+        """
+        ...
+
+    def verify_notification(
+        self, fields: Mapping[str, str], *, now: datetime
+    ) -> VerifiedPaymentNotification:
+        """Check a callback's fields and signature without any I/O.
+
+        Raises InvalidNotification when the callback must be ignored.
+        """
+        ...

@@ -1,0 +1,205 @@
+"""Asynchronous payment notifications, sent the way an Alipay-style PSP sends them.
+
+Each paid trade gets one notification (one `notify_id`) delivered by HTTP POST to the
+trade's `notify_url`, retried on a fixed schedule until the receiver answers the body
+`success`. Every attempt carries its own `notify_time` and therefore its own signature.
+Sending happens in background tasks owned by a `NotificationSender`, which the app starts
+and closes in its lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Final
+
+import httpx
+import structlog
+
+from services.common.clock import Clock
+from services.common.invariant import InvariantViolation, invariant
+from services.gateway.channels import alipay_protocol as protocol
+from services.psp_simulator.store import Trade
+
+logger = structlog.get_logger(__name__)
+
+# The acknowledgement is seven bytes; reading more of a receiver's answer is pointless.
+RESPONSE_BYTES_MAX: Final = 1024
+
+
+class AttemptOutcome(StrEnum):
+    ACKNOWLEDGED = "acknowledged"
+    NOT_ACKNOWLEDGED = "not_acknowledged"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    DROPPED = "dropped"
+
+
+def new_notify_id() -> str:
+    return uuid.uuid4().hex
+
+
+def notification_fields(
+    trade: Trade, *, notify_id: str, notify_time_s: int, secret: str
+) -> dict[str, str]:
+    """Return the signed form fields of one notification attempt for a paid trade."""
+    if trade.gmt_payment is None:
+        raise InvariantViolation(f"trade {trade.trade_no} is notified but not paid")
+    return protocol.signed(
+        {
+            "notify_id": notify_id,
+            "notify_time": str(notify_time_s),
+            "notify_type": protocol.NOTIFY_TYPE_TRADE_STATUS_SYNC,
+            "app_id": trade.app_id,
+            "trade_no": trade.trade_no,
+            "out_trade_no": trade.out_trade_no,
+            "trade_status": protocol.TRADE_STATUS_SUCCESS,
+            "total_amount_minor": str(trade.total_amount_minor),
+            "currency": trade.currency,
+            "gmt_payment": trade.gmt_payment.isoformat(),
+        },
+        secret,
+    )
+
+
+def is_acknowledgement(status_code: int, body: bytes) -> bool:
+    """A receiver stops retries only with a 2xx answer whose body is `success`."""
+    return 200 <= status_code < 300 and body.strip() == protocol.NOTIFY_ACKNOWLEDGEMENT.encode()
+
+
+class NotificationSender:
+    """Owns the background tasks that deliver notifications; `close` cancels them all."""
+
+    def __init__(
+        self,
+        *,
+        http_client: httpx.AsyncClient,
+        secret: str,
+        clock: Clock,
+        retry_schedule_ms: Sequence[int],
+        timeout_ms: int,
+        concurrent_sends_max: int,
+        pending_count_max: int,
+        duplicate_notify: bool = False,
+        drop_first_count: int = 0,
+    ) -> None:
+        invariant(len(retry_schedule_ms) > 0, "the retry schedule needs at least one attempt")
+        invariant(all(delay_ms >= 0 for delay_ms in retry_schedule_ms), "delays are >= 0")
+        invariant(timeout_ms > 0, "timeout_ms must be positive")
+        invariant(pending_count_max > 0, "pending_count_max must be positive")
+        self._http_client = http_client
+        self._secret = secret
+        self._clock = clock
+        self._retry_schedule_ms = tuple(retry_schedule_ms)
+        self._timeout_s = timeout_ms / 1000
+        self._send_slots = asyncio.Semaphore(concurrent_sends_max)
+        self._pending_count_max = pending_count_max
+        self._duplicate_notify = duplicate_notify
+        self._drop_first_count = drop_first_count
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._tasks)
+
+    def schedule(self, trade: Trade) -> bool:
+        """Start delivering the notification of a paid trade; False when it was not started.
+
+        Must be called from the running event loop.
+        """
+        if self._closed:
+            logger.warning("notify_not_scheduled", trade_no=trade.trade_no, reason="closed")
+            return False
+        if len(self._tasks) >= self._pending_count_max:
+            logger.warning("notify_not_scheduled", trade_no=trade.trade_no, reason="queue_full")
+            return False
+        task = asyncio.create_task(self._notify(trade), name=f"notify-{trade.trade_no}")
+        self._tasks.add(task)
+        task.add_done_callback(self._forget)
+        return True
+
+    async def close(self) -> None:
+        """Cancel every pending notification and wait until its task has ended."""
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("notify_task_failed", task=task.get_name(), exc_info=task.exception())
+
+    async def _notify(self, trade: Trade) -> None:
+        delivered = await self._deliver(trade, new_notify_id())
+        if delivered and self._duplicate_notify:
+            await self._deliver(trade, new_notify_id())
+
+    async def _deliver(self, trade: Trade, notify_id: str) -> bool:
+        """Run the retry schedule for one notification; True once it is acknowledged."""
+        attempt_count = len(self._retry_schedule_ms)
+        for attempt, delay_ms in enumerate(self._retry_schedule_ms, start=1):
+            await asyncio.sleep(delay_ms / 1000)
+            if attempt <= self._drop_first_count:
+                outcome, status_code = AttemptOutcome.DROPPED, None
+            else:
+                async with self._send_slots:
+                    outcome, status_code = await self._attempt(trade, notify_id)
+            logger.info(
+                "notify_attempt",
+                trade_no=trade.trade_no,
+                notify_id=notify_id,
+                attempt=attempt,
+                attempt_count=attempt_count,
+                status=outcome.value,
+                http_status=status_code,
+            )
+            if outcome is AttemptOutcome.ACKNOWLEDGED:
+                return True
+        logger.warning(
+            "notify_gave_up", trade_no=trade.trade_no, notify_id=notify_id, attempts=attempt_count
+        )
+        return False
+
+    async def _attempt(self, trade: Trade, notify_id: str) -> tuple[AttemptOutcome, int | None]:
+        fields = notification_fields(
+            trade,
+            notify_id=notify_id,
+            notify_time_s=int(self._clock.now().timestamp()),
+            secret=self._secret,
+        )
+        try:
+            # httpx's timeout bounds each phase; the outer one bounds the whole attempt.
+            async with asyncio.timeout(self._timeout_s):
+                return await self._post(trade.notify_url, fields)
+        except TimeoutError:
+            return AttemptOutcome.TIMEOUT, None
+        except httpx.HTTPError:
+            return AttemptOutcome.CONNECTION_ERROR, None
+
+    async def _post(self, url: str, fields: dict[str, str]) -> tuple[AttemptOutcome, int | None]:
+        async with self._http_client.stream(
+            "POST",
+            url,
+            data=fields,
+            timeout=httpx.Timeout(self._timeout_s),
+            follow_redirects=False,
+        ) as response:
+            body = await _read_prefix(response, RESPONSE_BYTES_MAX)
+        if is_acknowledgement(response.status_code, body):
+            return AttemptOutcome.ACKNOWLEDGED, response.status_code
+        return AttemptOutcome.NOT_ACKNOWLEDGED, response.status_code
+
+
+async def _read_prefix(response: httpx.Response, byte_count_max: int) -> bytes:
+    """Read at most about `byte_count_max` bytes of the body and ignore the rest."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body.extend(chunk)
+        if len(body) >= byte_count_max:
+            break
+    return bytes(body[:byte_count_max])

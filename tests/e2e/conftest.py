@@ -1,0 +1,72 @@
+"""The whole platform as OS processes, started by the launcher `make run` uses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from services.common.infrastructure import free_port
+from services.common.launcher import LauncherSettings, Platform, PlatformInfo
+from services.common.settings import ServiceSettings
+from tests.infrastructure import with_database
+
+
+async def _create_database(admin_dsn: str, name: str) -> None:
+    connection = await asyncpg.connect(admin_dsn, timeout=10)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="package")
+def platform(
+    kafka: str, postgres_admin: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
+    database = f"payrail_e2e_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_create_database(postgres_admin, database))
+    state_dir: Path = tmp_path_factory.mktemp("platform")
+    launcher_settings = LauncherSettings(
+        state_dir=state_dir,
+        gateway_port=free_port(),
+        payment_center_port=free_port(),
+        ledger_port=free_port(),
+        risk_port=free_port(),
+        notifier_port=free_port(),
+        psp_port=free_port(),
+        demo_receiver_port=free_port(),
+    )
+    service_settings = ServiceSettings(
+        kafka_bootstrap_servers=kafka, kafka_topic_prefix=f"e2e{uuid.uuid4().hex[:8]}."
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka)
+        patch.setenv("DATABASE_URL", with_database(postgres_admin, database))
+        # Notifications and webhook retries compressed so failures show within a test.
+        patch.setenv("PAYRAIL_PSP_NOTIFY_RETRY_SCHEDULE_MS", "[0, 200, 500, 1000, 2000]")
+        patch.setenv("PAYRAIL_WEBHOOK_RETRY_SCHEDULE_MS", "[0, 200, 500, 1000, 2000]")
+        running = Platform(launcher_settings, service_settings)
+        running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="package")
+def info(platform: Platform) -> PlatformInfo:
+    assert platform.info is not None
+    return platform.info
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = os.path.dirname(__file__)
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.e2e)

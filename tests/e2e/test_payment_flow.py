@@ -1,0 +1,227 @@
+"""One payment through all five services and the PSP simulator, over HTTP, against the
+real broker and PostgreSQL, with every service its own OS process."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from services.common.launcher import PlatformInfo
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T | None], timeout_s: float = 30.0, what: str = "") -> T:
+    """Poll `probe` until it returns something truthy, or fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = probe()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what or probe}")
+
+
+@pytest.fixture
+def api(info: PlatformInfo) -> httpx.Client:
+    with httpx.Client(
+        base_url=info.api_base_url,
+        headers={"Authorization": f"Bearer {info.demo_api_key}"},
+        timeout=15.0,
+    ) as client:
+        yield client  # type: ignore[misc]
+
+
+def new_payment(amount: int = 1999, **overrides: Any) -> dict[str, Any]:
+    return {
+        "amount": amount,
+        "currency": "CNY",
+        "channel": "alipay",
+        "order_id": f"order-{uuid.uuid4().hex[:10]}",
+        "description": "Two coffees",
+        **overrides,
+    }
+
+
+def webhook_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def balance_of(api: httpx.Client, currency: str) -> dict[str, int]:
+    balances = api.get("/v1/balance").json()["balances"]
+    return next((b for b in balances if b["currency"] == currency), {"pending": 0, "available": 0})
+
+
+def test_a_paid_payment_succeeds_posts_to_the_ledger_and_is_delivered_by_webhook(
+    api: httpx.Client, info: PlatformInfo
+) -> None:
+    pending_before = balance_of(api, "CNY")["pending"]
+    correlation_id = f"corr_e2e_{uuid.uuid4().hex}"
+    created = api.post(
+        "/v1/payments",
+        json=new_payment(),
+        headers={"Idempotency-Key": uuid.uuid4().hex, "X-Correlation-Id": correlation_id},
+    )
+    assert created.status_code == 201, created.text
+    payment = created.json()
+    assert payment["status"] == "requires_payment", payment
+    pay_url = payment["next_action"]["url"]
+    assert pay_url.startswith(info.psp_base_url)
+    assert payment["next_action"]["qr_code"]
+
+    assert httpx.get(pay_url, timeout=5).status_code == 200  # the payer sees the page
+    assert httpx.post(pay_url, timeout=5).status_code == 200  # and presses "pay"
+
+    def succeeded() -> dict[str, Any] | None:
+        body = api.get(f"/v1/payments/{payment['id']}").json()
+        return body if body["status"] == "succeeded" else None
+
+    final = eventually(succeeded, what="payment succeeded")
+    assert [event["type"] for event in final["events"]] == [
+        "PaymentCreated",
+        "PaymentRiskApproved",
+        "PaymentActionRequired",
+        "PaymentSucceeded",
+    ]
+    # 1999 at 60 bp is 11.994, rounded half-even to 12: the merchant is owed 1987.
+    eventually(
+        lambda: balance_of(api, "CNY")["pending"] == pending_before + 1987,
+        what="pending balance",
+    )
+
+    assert info.demo_webhook_log is not None
+    delivery = eventually(
+        lambda: next(
+            (
+                line
+                for line in webhook_lines(info.demo_webhook_log)  # type: ignore[arg-type]
+                if line["event"] and line["event"]["data"]["object"]["id"] == payment["id"]
+            ),
+            None,
+        ),
+        what="webhook delivery",
+    )
+    assert delivery["verified"] is True
+    assert delivery["type"] == "payment.succeeded"
+    assert delivery["event"]["data"]["object"]["amount"] == 1999
+
+    # One correlation id follows the payment through every service's JSON log lines.
+    assert info.log_dir is not None
+    for service in ("gateway", "payment_center", "risk", "ledger", "notifier"):
+        log_text = (info.log_dir / f"{service}.log").read_text()
+        assert correlation_id in log_text, f"{service} never logged the correlation id"
+
+
+def test_an_over_limit_payment_is_declined_by_risk_with_the_rule(api: httpx.Client) -> None:
+    created = api.post("/v1/payments", json=new_payment(amount=1_000_001))
+    assert created.status_code == 201, created.text
+    payment = created.json()
+    assert payment["status"] == "failed", payment
+    assert payment["next_action"] is None
+    assert payment["failure"]["code"] == "risk_declined"
+    assert payment["failure"]["rule_ids"] == ["limit.single_payment_amount"]
+
+
+def test_the_same_idempotency_key_returns_the_first_payment_and_refuses_another_body(
+    api: httpx.Client,
+) -> None:
+    key = uuid.uuid4().hex
+    body = new_payment()
+    first = api.post("/v1/payments", json=body, headers={"Idempotency-Key": key})
+    again = api.post("/v1/payments", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == 201 and again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = api.post(
+        "/v1/payments", json=new_payment(amount=5), headers={"Idempotency-Key": key}
+    )
+    assert other.status_code == 422
+    assert other.json()["code"] == "idempotency_key_reused"
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [
+        (b'{"amount": 100, "currency": ', "invalid_json"),
+        (json.dumps(new_payment(currency="XYZ")).encode(), "unsupported_currency"),
+        (json.dumps(new_payment(amount=0)).encode(), "invalid_amount"),
+        (json.dumps(new_payment(amount=-5)).encode(), "invalid_amount"),
+        (json.dumps(new_payment(amount=10**15)).encode(), "invalid_amount"),
+        (json.dumps(new_payment(amount=19.99)).encode(), "invalid_amount"),
+        (json.dumps(new_payment(channel="paypal")).encode(), "invalid_request"),
+    ],
+)
+def test_bad_input_gets_a_problem_with_a_stable_code_and_creates_nothing(
+    api: httpx.Client, content: bytes, code: str
+) -> None:
+    answer = api.post(
+        "/v1/payments", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    problem = answer.json()
+    assert problem["code"] == code
+    assert problem["status"] == 422 and problem["type"].endswith(code) and problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [({}, "authentication_required"), ({"Authorization": "Bearer sk_test_nope"}, "invalid_api_key")],
+)
+def test_missing_or_wrong_api_key_is_refused(
+    info: PlatformInfo, headers: dict[str, str], code: str
+) -> None:
+    answer = httpx.post(
+        f"{info.api_base_url}/v1/payments", json=new_payment(), headers=headers, timeout=5
+    )
+    assert answer.status_code == 401
+    assert answer.json()["code"] == code
+
+
+def test_a_forged_channel_notification_is_rejected_and_changes_nothing(
+    api: httpx.Client, info: PlatformInfo
+) -> None:
+    payment = api.post("/v1/payments", json=new_payment()).json()
+    assert payment["status"] == "requires_payment", payment
+    forged = {
+        "notify_id": uuid.uuid4().hex,
+        "notify_time": str(int(time.time())),
+        "notify_type": "trade_status_sync",
+        "app_id": "payrail_platform",
+        "trade_no": "T-forged",
+        "out_trade_no": payment["id"],
+        "trade_status": "TRADE_SUCCESS",
+        "total_amount_minor": "1999",
+        "currency": "CNY",
+        "gmt_payment": "2026-11-22T10:00:00+00:00",
+        "sign_type": "HMAC-SHA256",
+        "sign": "0" * 64,
+    }
+    answer = httpx.post(
+        f"{info.api_base_url}/v1/channels/alipay/notify", data=forged, timeout=5
+    )
+    assert answer.status_code == 400
+    assert answer.text == "fail"
+    assert api.get(f"/v1/payments/{payment['id']}").json()["status"] == "requires_payment"
+
+
+def test_every_service_answers_healthz(info: PlatformInfo, platform: Any) -> None:
+    settings = platform.settings
+    for port in (
+        settings.gateway_port,
+        settings.payment_center_port,
+        settings.ledger_port,
+        settings.risk_port,
+        settings.notifier_port,
+        settings.psp_port,
+    ):
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()["status"] == "ok"

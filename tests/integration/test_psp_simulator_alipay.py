@@ -1,0 +1,439 @@
+"""The Alipay adapter against the real PSP simulator, both talking real HTTP on 127.0.0.1.
+
+The simulator and a small notification receiver each run in a uvicorn server inside the
+test's event loop, on ports the operating system picks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from services.gateway.channels import alipay_protocol as protocol
+from services.gateway.channels.alipay import AlipayChannel
+from services.gateway.channels.base import (
+    ChannelRejected,
+    ChannelUnavailable,
+    VerifiedPaymentNotification,
+)
+from services.psp_simulator.app import create_app
+from services.psp_simulator.settings import PspSimulatorSettings
+
+pytestmark = pytest.mark.integration
+
+APP_ID = "payrail_platform"
+STARTUP_TIMEOUT_S = 10.0
+SHUTDOWN_TIMEOUT_S = 10.0
+NOTIFICATION_TIMEOUT_S = 10.0
+POLL_INTERVAL_S = 0.01
+# Compressed so that a test exercising retries takes milliseconds, not minutes.
+FAST_RETRY_SCHEDULE_MS = [0, 50, 100]
+
+
+def random_payment_id() -> str:
+    return f"pay_{uuid.uuid4().hex}"
+
+
+def random_secret() -> str:
+    return f"secret-{uuid.uuid4().hex}"
+
+
+async def wait_until(condition: Callable[[], bool], *, what: str, timeout_s: float) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+def bind_local_socket() -> socket.socket:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    return listener
+
+
+@asynccontextmanager
+async def serving(app: Any, listener: socket.socket) -> AsyncIterator[uvicorn.Server]:
+    """Serve `app` on the already bound `listener` until the block ends."""
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ws="none",
+        http="h11",
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[listener]))
+    try:
+        await wait_until(
+            lambda: server.started or task.done(), what="uvicorn", timeout_s=STARTUP_TIMEOUT_S
+        )
+        if task.done():
+            task.result()
+            raise AssertionError("uvicorn stopped during startup")
+        yield server
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=SHUTDOWN_TIMEOUT_S)
+        listener.close()
+
+
+@asynccontextmanager
+async def running_simulator(secret: str, **overrides: Any) -> AsyncIterator[str]:
+    """Start the simulator with `overrides` applied to its settings; yield its base URL."""
+    listener = bind_local_socket()
+    settings = PspSimulatorSettings(
+        host="127.0.0.1",
+        port=listener.getsockname()[1],
+        alipay_app_id=APP_ID,
+        alipay_secret=secret,
+        **{
+            "notify_retry_schedule_ms": FAST_RETRY_SCHEDULE_MS,
+            "notify_timeout_ms": 2000,
+            **overrides,
+        },
+    )
+    async with serving(create_app(settings), listener), httpx.AsyncClient() as client:
+        health_url = f"{settings.base_url}/healthz"
+        await wait_until_healthy(client, health_url)
+        yield settings.base_url
+
+
+async def wait_until_healthy(client: httpx.AsyncClient, url: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STARTUP_TIMEOUT_S
+    while True:
+        try:
+            response = await client.get(url, timeout=1.0)
+            if response.status_code == 200 and response.json() == {"status": "ok"}:
+                return
+        except httpx.TransportError:
+            pass
+        if loop.time() > deadline:
+            raise AssertionError(f"{url} did not become healthy within {STARTUP_TIMEOUT_S} s")
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+class NotificationReceiver:
+    """Records every notification and answers from a script, then `success` for ever."""
+
+    def __init__(self, answers: Sequence[str]) -> None:
+        self.answers = list(answers)
+        self.received: list[dict[str, str]] = []
+        self.content_types: list[str] = []
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/notify", self.receive, methods=["POST"])])
+
+    async def receive(self, request: Request) -> PlainTextResponse:
+        body = (await request.body()).decode("utf-8")
+        self.content_types.append(request.headers.get("content-type", ""))
+        self.received.append(dict(parse_qsl(body, keep_blank_values=True, max_num_fields=64)))
+        index = len(self.received) - 1
+        return PlainTextResponse(self.answers[index] if index < len(self.answers) else "success")
+
+
+@asynccontextmanager
+async def running_receiver(receiver: NotificationReceiver) -> AsyncIterator[str]:
+    """Serve `receiver`; yield its notify URL."""
+    listener = bind_local_socket()
+    port = listener.getsockname()[1]
+    async with serving(receiver.app(), listener):
+        yield f"http://127.0.0.1:{port}/notify"
+
+
+@pytest.fixture
+async def http_client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+def alipay(
+    base_url: str, secret: str, http_client: httpx.AsyncClient, **overrides: Any
+) -> AlipayChannel:
+    arguments: dict[str, Any] = {
+        "base_url": base_url,
+        "app_id": APP_ID,
+        "secret": secret,
+        "notify_url": "http://127.0.0.1:9/notify",
+        "http_client": http_client,
+        "timeout_s": 5.0,
+        **overrides,
+    }
+    return AlipayChannel(**arguments)
+
+
+async def pay(http_client: httpx.AsyncClient, pay_url: str) -> httpx.Response:
+    return await http_client.post(pay_url, headers={"accept": "application/json"}, timeout=5.0)
+
+
+async def test_a_paid_trade_is_notified_and_retried_until_acknowledged(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    payment_id = random_payment_id()
+    receiver = NotificationReceiver(answers=["fail", "success"])
+    async with running_receiver(receiver) as notify_url, running_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client, notify_url=notify_url)
+
+        prepared = await channel.prepare(
+            payment_id=payment_id, amount_minor=1234, currency="CNY", description="Order 42"
+        )
+        page = await http_client.get(prepared.pay_url, timeout=5.0)
+        paid = await pay(http_client, prepared.pay_url)
+        await wait_until(
+            lambda: len(receiver.received) >= 2,
+            what="a retried notification",
+            timeout_s=NOTIFICATION_TIMEOUT_S,
+        )
+        query = await http_client.get(
+            f"{psp_url}/alipay/v1/trades/{payment_id}", params={"app_id": APP_ID}, timeout=5.0
+        )
+
+    assert prepared.pay_url == f"{psp_url}/pay/{prepared.channel_trade_id}"
+    assert prepared.qr_code == f"{psp_url}/qr/{prepared.channel_trade_id}"
+    assert page.status_code == 200
+    assert "12.34 CNY" in page.text
+    assert "Order 42" in page.text
+    assert paid.status_code == 200
+    assert paid.json() == {"trade_no": prepared.channel_trade_id, "trade_status": "TRADE_SUCCESS"}
+
+    first, second = receiver.received[:2]
+    assert first["notify_id"] == second["notify_id"]
+    assert all(
+        kind.startswith("application/x-www-form-urlencoded") for kind in receiver.content_types
+    )
+    now = datetime.now(UTC)
+    verified = [channel.verify_notification(fields, now=now) for fields in (first, second)]
+    assert verified[0] == verified[1]
+    assert verified[1] == VerifiedPaymentNotification(
+        notification_id=first["notify_id"],
+        channel_trade_id=prepared.channel_trade_id,
+        payment_id=payment_id,
+        amount_minor=1234,
+        currency="CNY",
+        paid_at=verified[1].paid_at,
+    )
+    assert verified[1].paid_at.tzinfo is not None
+    assert abs((now - verified[1].paid_at).total_seconds()) < 60
+
+    query_fields = query.json()
+    assert protocol.verify(query_fields, secret)
+    assert query_fields["trade_status"] == "TRADE_SUCCESS"
+    assert query_fields["trade_no"] == prepared.channel_trade_id
+    assert query_fields["total_amount_minor"] == "1234"
+
+
+async def test_paying_twice_is_a_no_op(http_client: httpx.AsyncClient) -> None:
+    secret = random_secret()
+    receiver = NotificationReceiver(answers=["success"])
+    async with running_receiver(receiver) as notify_url, running_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client, notify_url=notify_url)
+        prepared = await channel.prepare(
+            payment_id=random_payment_id(), amount_minor=500, currency="USD", description=""
+        )
+
+        first = await pay(http_client, prepared.pay_url)
+        await wait_until(
+            lambda: len(receiver.received) >= 1,
+            what="the notification",
+            timeout_s=NOTIFICATION_TIMEOUT_S,
+        )
+        second = await pay(http_client, prepared.pay_url)
+
+    assert first.json() == second.json()
+    assert second.json()["trade_status"] == "TRADE_SUCCESS"
+    assert len({fields["notify_id"] for fields in receiver.received}) == 1
+
+
+async def test_precreate_is_idempotent_for_the_same_payment(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    payment_id = random_payment_id()
+    async with running_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client)
+
+        first = await channel.prepare(
+            payment_id=payment_id, amount_minor=1000, currency="CNY", description="Order"
+        )
+        second = await channel.prepare(
+            payment_id=payment_id, amount_minor=1000, currency="CNY", description="Order"
+        )
+
+    assert second == first
+
+
+async def test_precreate_with_another_amount_for_the_same_payment_conflicts(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    payment_id = random_payment_id()
+    async with running_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client)
+        await channel.prepare(
+            payment_id=payment_id, amount_minor=1000, currency="CNY", description="Order"
+        )
+
+        with pytest.raises(ChannelRejected) as raised:
+            await channel.prepare(
+                payment_id=payment_id, amount_minor=1001, currency="CNY", description="Order"
+            )
+
+    assert raised.value.code == "trade_conflict"
+
+
+async def test_precreate_with_another_currency_for_the_same_payment_conflicts(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    payment_id = random_payment_id()
+    async with running_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client)
+        await channel.prepare(
+            payment_id=payment_id, amount_minor=1000, currency="CNY", description="Order"
+        )
+
+        with pytest.raises(ChannelRejected) as raised:
+            await channel.prepare(
+                payment_id=payment_id, amount_minor=1000, currency="HKD", description="Order"
+            )
+
+    assert raised.value.code == "trade_conflict"
+
+
+async def test_precreate_with_a_bad_signature_is_rejected(http_client: httpx.AsyncClient) -> None:
+    async with running_simulator(random_secret()) as psp_url:
+        channel = alipay(psp_url, "not-the-shared-secret", http_client)
+
+        with pytest.raises(ChannelRejected) as raised:
+            await channel.prepare(
+                payment_id=random_payment_id(), amount_minor=1000, currency="CNY", description=""
+            )
+
+    assert raised.value.code == "invalid_signature"
+
+
+async def test_precreate_with_an_unknown_app_id_is_rejected(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    async with running_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client, app_id="unknown_app")
+
+        with pytest.raises(ChannelRejected) as raised:
+            await channel.prepare(
+                payment_id=random_payment_id(), amount_minor=1000, currency="CNY", description=""
+            )
+
+    assert raised.value.code == "invalid_app_id"
+
+
+async def test_a_refusal_of_a_badly_signed_request_is_left_unsigned(
+    http_client: httpx.AsyncClient,
+) -> None:
+    # The caller evidently lacks the secret, so signing the refusal with it would prove
+    # nothing to the caller and would hand a forger a signed sample.
+    async with running_simulator(random_secret()) as psp_url:
+        request = protocol.signed({"app_id": APP_ID}, random_secret())
+        response = await http_client.post(
+            f"{psp_url}{protocol.PRECREATE_PATH}", json=request, timeout=5.0
+        )
+
+    assert response.status_code == 200
+    assert response.json()["code"] == "40004"
+    assert response.json()["sub_code"] == "INVALID_SIGNATURE"
+    assert "sign" not in response.json()
+
+
+async def test_shutdown_cancels_notifications_still_being_retried(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    receiver = NotificationReceiver(answers=["fail"] * 3)
+    # The second attempt would come a minute later: shutdown must not wait for it.
+    simulator = running_simulator(secret, notify_retry_schedule_ms=[0, 60_000])
+    loop = asyncio.get_running_loop()
+    async with running_receiver(receiver) as notify_url:
+        async with simulator as psp_url:
+            channel = alipay(psp_url, secret, http_client, notify_url=notify_url)
+            prepared = await channel.prepare(
+                payment_id=random_payment_id(), amount_minor=700, currency="EUR", description=""
+            )
+            await pay(http_client, prepared.pay_url)
+            await wait_until(
+                lambda: len(receiver.received) >= 1,
+                what="the first notification attempt",
+                timeout_s=NOTIFICATION_TIMEOUT_S,
+            )
+            shutdown_started_s = loop.time()
+        shutdown_duration_s = loop.time() - shutdown_started_s
+
+    assert len(receiver.received) == 1
+    assert shutdown_duration_s < 5.0
+
+
+async def test_an_unreachable_channel_is_unavailable(http_client: httpx.AsyncClient) -> None:
+    # A port that was bound and released a moment ago refuses connections.
+    listener = bind_local_socket()
+    port = listener.getsockname()[1]
+    listener.close()
+    channel = alipay(f"http://127.0.0.1:{port}", random_secret(), http_client, timeout_s=2.0)
+
+    with pytest.raises(ChannelUnavailable):
+        await channel.prepare(
+            payment_id=random_payment_id(), amount_minor=1000, currency="CNY", description=""
+        )
+
+
+async def test_paying_an_unknown_trade_is_not_found(http_client: httpx.AsyncClient) -> None:
+    async with running_simulator(random_secret()) as psp_url:
+        response = await pay(http_client, f"{psp_url}/pay/20250101{'0' * 20}")
+
+    assert response.status_code == 404
+
+
+async def test_fault_injection_drops_first_attempts_and_duplicates_notifications(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    payment_id = random_payment_id()
+    receiver = NotificationReceiver(answers=[])
+    simulator = running_simulator(secret, duplicate_notify=True, notify_drop_first_count=1)
+    async with running_receiver(receiver) as notify_url, simulator as psp_url:
+        channel = alipay(psp_url, secret, http_client, notify_url=notify_url)
+        prepared = await channel.prepare(
+            payment_id=payment_id, amount_minor=99, currency="JPY", description="Duplicate"
+        )
+        await pay(http_client, prepared.pay_url)
+        await wait_until(
+            lambda: len(receiver.received) >= 2,
+            what="the duplicated notification",
+            timeout_s=NOTIFICATION_TIMEOUT_S,
+        )
+
+    now = datetime.now(UTC)
+    verified = [channel.verify_notification(fields, now=now) for fields in receiver.received]
+    assert len(verified) == 2
+    assert verified[0].notification_id != verified[1].notification_id
+    assert {notification.payment_id for notification in verified} == {payment_id}
+    assert {notification.amount_minor for notification in verified} == {99}
