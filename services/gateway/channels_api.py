@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
@@ -17,6 +19,8 @@ router = APIRouter(tags=["channels"], include_in_schema=False)
 # Alipay-style channels stop retrying when the body is exactly "success".
 ACKNOWLEDGED = "success"
 NOT_ACKNOWLEDGED = "fail"
+NOTIFICATION_SIZE_MAX_BYTES = 16_384
+NOTIFICATION_FIELD_COUNT_MAX = 64
 
 
 @router.post("/v1/channels/{channel}/notify")
@@ -29,8 +33,19 @@ async def channel_notification(channel: str, request: Request) -> PlainTextRespo
     except (ValueError, KeyError):
         log.warning("channel_notification_rejected", channel=channel, reason="unknown channel")
         return PlainTextResponse(NOT_ACKNOWLEDGED, status_code=404)
-    form = await request.form()
-    fields = {key: value for key, value in form.items() if isinstance(value, str)}
+    body = await request.body()
+    if len(body) > NOTIFICATION_SIZE_MAX_BYTES:
+        log.warning("channel_notification_rejected", channel=channel, reason="too large")
+        return PlainTextResponse(NOT_ACKNOWLEDGED, status_code=413)
+    try:
+        fields = dict(
+            parse_qsl(
+                body.decode(), keep_blank_values=True, max_num_fields=NOTIFICATION_FIELD_COUNT_MAX
+            )
+        )
+    except (UnicodeDecodeError, ValueError) as error:
+        log.warning("channel_notification_rejected", channel=channel, reason=repr(error))
+        return PlainTextResponse(NOT_ACKNOWLEDGED, status_code=400)
     context = request.app.state.context
     try:
         notification = adapter.verify_notification(fields, now=context.clock.now())
