@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import structlog
@@ -31,6 +31,7 @@ from faststream.kafka.annotations import KafkaMessage
 from schemas import Message, Topic, UndecodableMessage, decode, topic_name
 from services.common.broker import DeadLetterPublisher
 from services.common.event_store import ConcurrencyConflict
+from services.common.invariant import InvariantViolation
 from services.common.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -176,7 +177,8 @@ class InboxConsumer:
             )
             if not first_time:
                 return False
-            await handler(connection, message)
+            # A pool hands out a proxy that forwards every call to the real connection.
+            await handler(cast(asyncpg.Connection, connection), message)
             return True
 
 
@@ -205,6 +207,8 @@ def subscribe(
     )
     async def on_record(body: bytes, message: KafkaMessage) -> None:
         record = message.raw_message
+        if isinstance(record, tuple):
+            raise InvariantViolation("a batch reached a single-record subscriber")
         await consumer.handle_record(
             body=body,
             key=record.key,

@@ -1,0 +1,1 @@
+"""SQL migrations of the ledger's own schema, numbered from 100."""
