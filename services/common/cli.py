@@ -92,15 +92,22 @@ def migrate(_: argparse.Namespace) -> int:
 
 
 def export_schemas(arguments: argparse.Namespace) -> int:
+    """Write (or with --check, verify) the JSON Schemas, AsyncAPI and configuration docs."""
     from schemas.export import check_exports, write_exports
+    from services.common.settings_doc import CONFIGURATION_DOC, configuration_doc
 
     if arguments.check:
         stale = check_exports()
+        if not CONFIGURATION_DOC.exists() or CONFIGURATION_DOC.read_text() != configuration_doc():
+            stale.append(CONFIGURATION_DOC)
         for path in stale:
             print(f"stale: {path}", file=sys.stderr)
         return 1 if stale else 0
     for path in write_exports():
         print(f"wrote {path}")
+    CONFIGURATION_DOC.parent.mkdir(exist_ok=True)
+    CONFIGURATION_DOC.write_text(configuration_doc())
+    print(f"wrote {CONFIGURATION_DOC}")
     return 0
 
 

@@ -54,10 +54,10 @@ class LauncherSettings(BaseSettings):
 
     state_dir: Path = Field(default=Path(".payrail"), description="Logs and embedded data.")
     gateway_port: int = Field(default=8000, description="Public API port.")
-    payment_center_port: int = 8001
-    ledger_port: int = 8002
-    risk_port: int = 8003
-    notifier_port: int = 8004
+    payment_center_port: int = Field(default=8001, description="payment_center health port.")
+    ledger_port: int = Field(default=8002, description="ledger health and internal API port.")
+    risk_port: int = Field(default=8003, description="risk health port.")
+    notifier_port: int = Field(default=8004, description="notifier internal API port.")
     psp_port: int = Field(default=8100, description="PSP simulator port.")
     demo_receiver_port: int = Field(default=8200, description="Demo merchant webhook receiver.")
     embedded_broker_port: int = Field(
@@ -66,7 +66,9 @@ class LauncherSettings(BaseSettings):
     admin_key: SecretStr | None = Field(
         default=None, description="Admin API key; generated and saved in the state dir if unset."
     )
-    startup_timeout_s: float = Field(default=60.0, gt=0, le=600)
+    startup_timeout_s: float = Field(
+        default=60.0, gt=0, le=600, description="Longest wait for each process to be ready."
+    )
 
 
 @dataclass

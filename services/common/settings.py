@@ -37,7 +37,9 @@ class ServiceSettings(BaseSettings):
     kafka_topic_partitions: int = Field(
         default=3, ge=1, le=256, description="Partitions of topics payrail creates."
     )
-    kafka_request_timeout_ms: int = Field(default=10_000, ge=100, le=120_000)
+    kafka_request_timeout_ms: int = Field(
+        default=10_000, ge=100, le=120_000, description="Timeout of one Kafka request."
+    )
     kafka_fetch_max_wait_ms: int = Field(
         default=20, ge=1, le=5_000, description="Longest a fetch waits for new records."
     )
@@ -46,14 +48,20 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "PAYRAIL_DATABASE_URL"),
         description="PostgreSQL DSN. Each service uses its own schema in it.",
     )
-    database_pool_size_max: int = Field(default=10, ge=1, le=100)
-    database_command_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    database_pool_size_max: int = Field(
+        default=10, ge=1, le=100, description="Connections in the service's pool at most."
+    )
+    database_command_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Timeout of one SQL statement."
+    )
     log_level: str = Field(default="INFO", description="Python log level name.")
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="auto renders JSON unless stderr is a terminal."
     )
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
-    outbox_batch_size_max: int = Field(default=500, ge=1, le=10_000)
+    outbox_batch_size_max: int = Field(
+        default=500, ge=1, le=10_000, description="Messages the relay publishes per round at most."
+    )
     outbox_poll_interval_ms: int = Field(
         default=500, ge=10, le=60_000, description="Relay poll period when no NOTIFY arrives."
     )

@@ -28,7 +28,9 @@ class GatewaySettings(ServiceSettings):
     alipay_secret: SecretStr = Field(
         default=SecretStr("alipay-sandbox-secret"), description="Alipay signing secret."
     )
-    channel_timeout_ms: int = Field(default=5_000, ge=100, le=60_000)
+    channel_timeout_ms: int = Field(
+        default=5_000, ge=100, le=60_000, description="Timeout of one call to a channel."
+    )
     notifier_url: str = Field(
         default="http://127.0.0.1:8004", description="Internal URL of the notifier service."
     )

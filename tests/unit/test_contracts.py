@@ -102,3 +102,9 @@ def test_events_are_frozen() -> None:
 def test_generated_json_schema_and_asyncapi_are_current() -> None:
     stale = check_exports()
     assert stale == [], f"run `payrail export-schemas`; stale: {stale}"
+
+
+def test_configuration_doc_is_current() -> None:
+    from services.common.settings_doc import CONFIGURATION_DOC, configuration_doc
+
+    assert CONFIGURATION_DOC.read_text() == configuration_doc(), "run `payrail export-schemas`"

@@ -1,0 +1,234 @@
+"""`make bench`: end-to-end payment throughput and latency, next to the raw broker rate.
+
+One run starts the whole platform with the same launcher as `make run` (embedded broker;
+DATABASE_URL or an embedded PostgreSQL), then measures:
+
+1. end to end: payments per second and p50/p95/p99 latency from `POST /v1/payments` to the
+   signed `payment.succeeded` webhook arriving at the merchant's receiver, with a fixed
+   number of payers in parallel (each payment: create, pay at the simulator, webhook);
+2. the raw broker produce and consume rate of event-sized records on the same machine.
+
+It prints a table and writes JSON to bench/results/. Counts and time are bounded; every
+request targets 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform as host_platform
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from services.common.infrastructure import free_port
+from services.common.launcher import LauncherSettings, Platform, PlatformInfo
+from services.common.settings import ServiceSettings
+
+RESULTS_DIR = Path(__file__).parent / "results"
+RECORD_BYTES = 700  # about the size of a payment event envelope
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def _one_payment(client: httpx.AsyncClient, api_key: str, started: dict[str, float]) -> str:
+    payment_started = time.time()
+    answer = await client.post(
+        "/v1/payments",
+        headers={"Authorization": f"Bearer {api_key}", "Idempotency-Key": uuid.uuid4().hex},
+        json={
+            "amount": 1999,
+            "currency": "CNY",
+            "channel": "alipay",
+            "order_id": f"bench-{uuid.uuid4().hex[:12]}",
+            "description": "bench",
+        },
+    )
+    answer.raise_for_status()
+    payment = answer.json()
+    if payment["status"] != "requires_payment":
+        raise RuntimeError(f"payment not payable: {payment}")
+    started[payment["id"]] = payment_started
+    paid = await client.post(payment["next_action"]["url"])
+    paid.raise_for_status()
+    payment_id: str = payment["id"]
+    return payment_id
+
+
+def _delivered(log_path: Path) -> dict[str, float]:
+    delivered: dict[str, float] = {}
+    if not log_path.exists():
+        return delivered
+    for line in log_path.read_text().splitlines():
+        record = json.loads(line)
+        if record["verified"] and record["type"] == "payment.succeeded":
+            delivered.setdefault(record["event"]["data"]["object"]["id"], record["received_at"])
+    return delivered
+
+
+async def measure_end_to_end(
+    info: PlatformInfo, payment_count: int, concurrency: int, timeout_s: float
+) -> dict[str, Any]:
+    assert info.demo_api_key is not None and info.demo_webhook_log is not None
+    started: dict[str, float] = {}
+    limiter = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=info.api_base_url, timeout=30.0) as client:
+
+        async def bounded() -> str:
+            async with limiter:
+                return await _one_payment(client, info.demo_api_key or "", started)
+
+        begin = time.time()
+        payment_ids = await asyncio.gather(*(bounded() for _ in range(payment_count)))
+    deadline = time.monotonic() + timeout_s
+    delivered = _delivered(info.demo_webhook_log)
+    while time.monotonic() < deadline and not all(pid in delivered for pid in payment_ids):
+        await asyncio.sleep(0.2)
+        delivered = _delivered(info.demo_webhook_log)
+    latencies_ms = [
+        (delivered[pid] - started[pid]) * 1000 for pid in payment_ids if pid in delivered
+    ]
+    completed = len(latencies_ms)
+    end = max((delivered[pid] for pid in payment_ids if pid in delivered), default=begin)
+    return {
+        "payments": payment_count,
+        "completed": completed,
+        "concurrency": concurrency,
+        "wall_s": round(end - begin, 3),
+        "payments_per_s": round(completed / (end - begin), 2) if end > begin else 0.0,
+        "latency_ms_p50": round(percentile(latencies_ms, 0.50), 1) if latencies_ms else None,
+        "latency_ms_p95": round(percentile(latencies_ms, 0.95), 1) if latencies_ms else None,
+        "latency_ms_p99": round(percentile(latencies_ms, 0.99), 1) if latencies_ms else None,
+        "latency_ms_max": round(max(latencies_ms), 1) if latencies_ms else None,
+    }
+
+
+async def measure_broker(bootstrap: str, record_count: int) -> dict[str, Any]:
+    topic = f"bench.raw.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    finally:
+        await admin.close()
+    value = b"x" * RECORD_BYTES
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        begin = time.perf_counter()
+        futures = [
+            await producer.send(topic, value=value, key=f"k{i % 1000}".encode())
+            for i in range(record_count)
+        ]
+        await asyncio.gather(*futures)
+        produce_s = time.perf_counter() - begin
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        received = 0
+        first_record_at: float | None = None
+        deadline = time.monotonic() + 120
+        while received < record_count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            count = sum(len(records) for records in batch.values())
+            if count and first_record_at is None:
+                first_record_at = time.perf_counter()
+            received += count
+        consume_s = time.perf_counter() - (first_record_at or time.perf_counter())
+    finally:
+        await consumer.stop()
+    return {
+        "records": record_count,
+        "record_bytes": RECORD_BYTES,
+        "produce_records_per_s": round(record_count / produce_s, 1),
+        "consume_records_per_s": round(received / consume_s, 1) if consume_s > 0 else None,
+        "consumed": received,
+    }
+
+
+def _table(results: dict[str, Any]) -> str:
+    e2e, raw = results["end_to_end"], results["broker_raw"]
+    rows = [
+        ("end-to-end payments/s (create -> webhook)", e2e["payments_per_s"]),
+        ("end-to-end latency p50 ms", e2e["latency_ms_p50"]),
+        ("end-to-end latency p95 ms", e2e["latency_ms_p95"]),
+        ("end-to-end latency p99 ms", e2e["latency_ms_p99"]),
+        (
+            "payments completed",
+            f"{e2e['completed']}/{e2e['payments']} at concurrency {e2e['concurrency']}",
+        ),
+        ("raw broker produce records/s", raw["produce_records_per_s"]),
+        ("raw broker consume records/s", raw["consume_records_per_s"]),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--payments", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--broker-records", type=int, default=20_000)
+    parser.add_argument("--timeout-s", type=float, default=120.0)
+    arguments = parser.parse_args()
+    state_dir = Path(tempfile.mkdtemp(prefix="payrail-bench-"))
+    launcher = LauncherSettings(
+        state_dir=state_dir,
+        gateway_port=free_port(),
+        payment_center_port=free_port(),
+        ledger_port=free_port(),
+        risk_port=free_port(),
+        notifier_port=free_port(),
+        psp_port=free_port(),
+        demo_receiver_port=free_port(),
+        embedded_broker_port=free_port(),
+    )
+    print("Starting the platform for the benchmark...", flush=True)
+    with Platform(launcher, ServiceSettings(kafka_topic_prefix="bench.")) as running:
+        info = running.start()
+        # Warm up connections and consumer groups before measuring.
+        asyncio.run(measure_end_to_end(info, 5, 5, arguments.timeout_s))
+        end_to_end = asyncio.run(
+            measure_end_to_end(info, arguments.payments, arguments.concurrency, arguments.timeout_s)
+        )
+        broker_raw = asyncio.run(
+            measure_broker(info.kafka_bootstrap_servers, arguments.broker_records)
+        )
+    results = {
+        "measured_at": datetime.now(UTC).isoformat(),
+        "machine": {"cpus": os.cpu_count(), "python": host_platform.python_version()},
+        "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded pgserver",
+        "end_to_end": end_to_end,
+        "broker_raw": broker_raw,
+    }
+    RESULTS_DIR.mkdir(exist_ok=True)
+    out = RESULTS_DIR / "latest.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(_table(results))
+    print(f"\nwritten: {out}")
+
+
+if __name__ == "__main__":
+    main()
