@@ -12,6 +12,7 @@ import asyncpg
 
 from schemas import Command, Event, Message, Topic, decode, encode, new_command, new_event
 from services.common.clock import Clock
+from services.common.db import Connection
 from services.common.decisions import Decision
 from services.common.invariant import InvariantViolation, invariant
 
@@ -48,7 +49,7 @@ def _row(message: Message) -> tuple[object, ...]:
 
 
 async def append_events(
-    connection: asyncpg.Connection,
+    connection: Connection,
     stream_id: str,
     expected_version: int,
     events: Sequence[Event],
@@ -74,13 +75,13 @@ async def append_events(
         raise
 
 
-async def enqueue_commands(connection: asyncpg.Connection, commands: Sequence[Command]) -> None:
+async def enqueue_commands(connection: Connection, commands: Sequence[Command]) -> None:
     """Write commands to the outbox; the relay sends them after the transaction commits."""
     if commands:
         await connection.executemany(_INSERT, [_row(command) for command in commands])
 
 
-async def load_stream(connection: asyncpg.Connection, stream_id: str) -> list[Event]:
+async def load_stream(connection: Connection, stream_id: str) -> list[Event]:
     """Every event of `stream_id` in version order."""
     rows = await connection.fetch(
         "SELECT topic, body::text AS body FROM event_store"
@@ -97,7 +98,7 @@ async def load_stream(connection: asyncpg.Connection, stream_id: str) -> list[Ev
 
 
 async def record_decision(
-    connection: asyncpg.Connection,
+    connection: Connection,
     decision: Decision,
     *,
     stream_id: str,
@@ -148,7 +149,7 @@ async def record_decision(
     return events
 
 
-async def stream_version(connection: asyncpg.Connection, stream_id: str) -> int:
+async def stream_version(connection: Connection, stream_id: str) -> int:
     """The current version of `stream_id` (0 when it has no events)."""
     version: int | None = await connection.fetchval(
         "SELECT max(stream_version) FROM event_store WHERE stream_id = $1", stream_id

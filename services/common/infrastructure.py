@@ -76,7 +76,9 @@ def start_embedded_postgres(data_dir: Path) -> tuple[str, object]:
     import pgserver  # imported lazily: only machines without a PostgreSQL need it
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+    server = pgserver.get_server(  # type: ignore[attr-defined]
+        str(data_dir), cleanup_mode="stop"
+    )
     server.psql("SELECT 1;")
     uri: str = server.get_uri()
     return uri, server

@@ -62,9 +62,8 @@ class ServiceContext:
             ),
             retry_count_max=self.settings.consumer_retry_count_max,
         )
-        subscribe(
-            self.broker, self.settings, consumer, group_id=f"payrail.{self.name}.{topic.value}"
-        )
+        group_id = f"{self.settings.kafka_topic_prefix}payrail.{self.name}.{topic.value}"
+        subscribe(self.broker, self.settings, consumer, group_id=group_id)
         return consumer
 
 

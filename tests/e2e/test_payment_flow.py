@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,16 +30,16 @@ def eventually(probe: Callable[[], T | None], timeout_s: float = 30.0, what: str
 
 
 @pytest.fixture
-def api(info: PlatformInfo) -> httpx.Client:
+def api(info: PlatformInfo) -> Iterator[httpx.Client]:
     with httpx.Client(
         base_url=info.api_base_url,
         headers={"Authorization": f"Bearer {info.demo_api_key}"},
         timeout=15.0,
     ) as client:
-        yield client  # type: ignore[misc]
+        yield client
 
 
-def new_payment(amount: int = 1999, **overrides: Any) -> dict[str, Any]:
+def new_payment(amount: int | float = 1999, **overrides: Any) -> dict[str, Any]:
     return {
         "amount": amount,
         "currency": "CNY",
@@ -141,9 +141,7 @@ def test_the_same_idempotency_key_returns_the_first_payment_and_refuses_another_
     assert first.status_code == 201 and again.status_code == 201
     assert again.json() == first.json()
     assert again.headers["Idempotent-Replayed"] == "true"
-    other = api.post(
-        "/v1/payments", json=new_payment(amount=5), headers={"Idempotency-Key": key}
-    )
+    other = api.post("/v1/payments", json=new_payment(amount=5), headers={"Idempotency-Key": key})
     assert other.status_code == 422
     assert other.json()["code"] == "idempotency_key_reused"
 
@@ -163,9 +161,7 @@ def test_the_same_idempotency_key_returns_the_first_payment_and_refuses_another_
 def test_bad_input_gets_a_problem_with_a_stable_code_and_creates_nothing(
     api: httpx.Client, content: bytes, code: str
 ) -> None:
-    answer = api.post(
-        "/v1/payments", content=content, headers={"Content-Type": "application/json"}
-    )
+    answer = api.post("/v1/payments", content=content, headers={"Content-Type": "application/json"})
     assert answer.status_code == 422, answer.text
     assert answer.headers["content-type"] == "application/problem+json"
     problem = answer.json()
@@ -175,7 +171,10 @@ def test_bad_input_gets_a_problem_with_a_stable_code_and_creates_nothing(
 
 @pytest.mark.parametrize(
     ("headers", "code"),
-    [({}, "authentication_required"), ({"Authorization": "Bearer sk_test_nope"}, "invalid_api_key")],
+    [
+        ({}, "authentication_required"),
+        ({"Authorization": "Bearer sk_test_nope"}, "invalid_api_key"),
+    ],
 )
 def test_missing_or_wrong_api_key_is_refused(
     info: PlatformInfo, headers: dict[str, str], code: str
@@ -206,9 +205,7 @@ def test_a_forged_channel_notification_is_rejected_and_changes_nothing(
         "sign_type": "HMAC-SHA256",
         "sign": "0" * 64,
     }
-    answer = httpx.post(
-        f"{info.api_base_url}/v1/channels/alipay/notify", data=forged, timeout=5
-    )
+    answer = httpx.post(f"{info.api_base_url}/v1/channels/alipay/notify", data=forged, timeout=5)
     assert answer.status_code == 400
     assert answer.text == "fail"
     assert api.get(f"/v1/payments/{payment['id']}").json()["status"] == "requires_payment"

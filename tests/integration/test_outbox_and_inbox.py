@@ -4,7 +4,6 @@ outbox, the relay, the idempotent inbox consumer and the dead-letter path."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ import pytest
 from faststream.kafka import KafkaBroker
 
 from schemas import Topic, decode, new_event, topic_name
+from schemas.common import Channel, FeePlan
 from schemas.payments import PaymentCreated, PaymentTerms
 from services.common.broker import DeadLetterPublisher, KafkaRecordPublisher, build_broker
 from services.common.consumer import InboxConsumer, subscribe
@@ -53,8 +53,8 @@ def payment_created(payment_id: str, version: int = 1) -> PaymentCreated:
             order_id=f"order-{uuid.uuid4().hex[:6]}",
             amount_minor=1000,
             currency="CNY",
-            channel="alipay",  # type: ignore[arg-type]
-            fee_plan={"basis_points": 60, "fixed_minor": 0},  # type: ignore[arg-type]
+            channel=Channel.ALIPAY,
+            fee_plan=FeePlan(basis_points=60, fixed_minor=0),
         ),
         aggregate_id=payment_id,
         aggregate_version=version,
@@ -142,10 +142,13 @@ async def test_redelivered_event_is_applied_once_and_poison_is_dead_lettered(
     pool: asyncpg.Pool, broker: KafkaBroker, settings: ServiceSettings
 ) -> None:
     applied: list[uuid.UUID] = []
+    both_applied = asyncio.Event()
 
     async def record_effect(connection: asyncpg.Connection, event: PaymentCreated) -> None:
         await connection.execute("INSERT INTO effects (message_id) VALUES ($1)", event.event_id)
         applied.append(event.event_id)
+        if len(applied) == 2:
+            both_applied.set()
 
     consumer = InboxConsumer(
         name="runtime-test:payments.events",
@@ -166,9 +169,7 @@ async def test_redelivered_event_is_applied_once_and_poison_is_dead_lettered(
     await broker.publish(body, topic=topic, key=b"k")  # the same event delivered again
     await broker.publish(after.model_dump_json().encode(), topic=topic, key=b"k")
 
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len(applied) < 2:
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(both_applied.wait(), timeout=20)
     assert applied == [event.event_id, after.event_id]
     assert await pool.fetchval("SELECT count(*) FROM effects") == 2
 

@@ -91,7 +91,9 @@ def paid(amount_minor: int = 1999, currency: str = "CNY") -> ChannelPaymentSucce
 
 def payment_requiring_payment(payment_terms: PaymentTerms) -> domain.Payment:
     state = apply(None, domain.create_payment(None, payment_terms), "pay_1")
-    state = apply(state, domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)), "pay_1")
+    state = apply(
+        state, domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)), "pay_1"
+    )
     return apply(state, domain.apply_channel_prepared(state, prepared()), "pay_1")
 
 
@@ -149,7 +151,9 @@ def test_review_keeps_the_payment_waiting_for_risk() -> None:
 
 def test_a_second_risk_decision_decides_nothing() -> None:
     state = apply(None, domain.create_payment(None, terms()), "pay_1")
-    state = apply(state, domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)), "pay_1")
+    state = apply(
+        state, domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)), "pay_1"
+    )
     assert domain.apply_risk_decision(state, decision_of(RiskOutcome.DENY)).is_empty
 
 
@@ -159,9 +163,13 @@ def test_duplicate_success_notifications_record_one_success() -> None:
     assert domain.apply_channel_succeeded(state, paid()).is_empty
 
 
-def test_success_before_the_prepared_result_still_succeeds_and_prepared_then_decides_nothing() -> None:
+def test_success_before_the_prepared_result_still_succeeds_and_prepared_then_decides_nothing() -> (
+    None
+):
     state = apply(None, domain.create_payment(None, terms()), "pay_1")
-    state = apply(state, domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)), "pay_1")
+    state = apply(
+        state, domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)), "pay_1"
+    )
     state = apply(state, domain.apply_channel_succeeded(state, paid()), "pay_1")
     assert state.status is PaymentStatus.SUCCEEDED
     assert domain.apply_channel_prepared(state, prepared()).is_empty
@@ -178,7 +186,9 @@ def test_a_channel_amount_that_differs_from_the_payment_is_refused(
 
 def test_channel_rejection_fails_a_submitting_payment() -> None:
     state = apply(None, domain.create_payment(None, terms()), "pay_1")
-    state = apply(state, domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)), "pay_1")
+    state = apply(
+        state, domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)), "pay_1"
+    )
     failure = Failure(code="channel_trade_conflict", message="no")
     rejected = ChannelPaymentRejectedPayload(channel=Channel.ALIPAY, failure=failure)
     state = apply(state, domain.apply_channel_rejected(state, rejected), "pay_1")

@@ -1,0 +1,300 @@
+"""Wiring of the notifier process: the consumer, the delivery worker and the internal API.
+
+The internal API is called by the gateway on a merchant's behalf and binds to 127.0.0.1
+by default; it is not a public surface and does no authentication of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import uuid
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Annotated, Any
+
+import httpx
+import structlog
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas import Topic
+from schemas.payments import PaymentFailed, PaymentSucceeded
+from services.common.clock import Clock
+from services.common.consumer import TRANSIENT_ERRORS
+from services.common.service import ServiceContext, create_service_app
+from services.notifier.domain import (
+    URL_LENGTH_MAX,
+    DeliveryStatus,
+    NotifierError,
+    check_subscription,
+)
+from services.notifier.handlers import (
+    DELIVERY_LIST_LIMIT_MAX,
+    Attempt,
+    Delivery,
+    WebhookEndpoint,
+    check_sendable_url,
+    create_endpoint,
+    deliver_due,
+    enqueue_deliveries,
+    list_deliveries,
+    list_endpoints,
+)
+from services.notifier.settings import NotifierSettings
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME = "notifier"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+# After a round that failed on the database, wait at least this long before the next one
+# so an outage is not hammered every poll interval.
+WORKER_ERROR_PAUSE_MS = 1_000
+
+MerchantId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+# ---------------------------------------------------------------------------------------
+# HTTP shapes
+
+
+class CreateWebhookEndpointRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    merchant_id: MerchantId
+    url: str = Field(min_length=1, max_length=URL_LENGTH_MAX)
+    events: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=32
+    )
+
+
+class WebhookEndpointResponse(BaseModel):
+    id: str
+    merchant_id: str
+    url: str
+    events: list[str]
+    enabled: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, endpoint: WebhookEndpoint) -> WebhookEndpointResponse:
+        return cls(
+            id=endpoint.endpoint_id,
+            merchant_id=endpoint.merchant_id,
+            url=endpoint.url,
+            events=list(endpoint.events),
+            enabled=endpoint.enabled,
+            created_at=endpoint.created_at,
+        )
+
+
+class CreatedWebhookEndpointResponse(WebhookEndpointResponse):
+    secret: str = Field(description="Signing secret; returned only when the endpoint is created.")
+
+
+class WebhookEndpointList(BaseModel):
+    data: list[WebhookEndpointResponse]
+
+
+class AttemptResponse(BaseModel):
+    attempt_number: int
+    attempted_at: datetime
+    succeeded: bool
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+    response_excerpt: str | None
+
+    @classmethod
+    def of(cls, attempt: Attempt) -> AttemptResponse:
+        return cls(
+            attempt_number=attempt.attempt_number,
+            attempted_at=attempt.attempted_at,
+            succeeded=attempt.succeeded,
+            status_code=attempt.status_code,
+            latency_ms=attempt.latency_ms,
+            error=attempt.error,
+            response_excerpt=attempt.response_excerpt,
+        )
+
+
+class DeliveryResponse(BaseModel):
+    id: str
+    endpoint_id: str
+    merchant_id: str
+    event_id: uuid.UUID
+    event_type: str
+    status: DeliveryStatus
+    attempt_count: int
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None
+    attempts: list[AttemptResponse]
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> DeliveryResponse:
+        return cls(
+            id=delivery.delivery_id,
+            endpoint_id=delivery.endpoint_id,
+            merchant_id=delivery.merchant_id,
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            status=delivery.status,
+            attempt_count=delivery.attempt_count,
+            next_attempt_at=delivery.next_attempt_at,
+            created_at=delivery.created_at,
+            delivered_at=delivery.delivered_at,
+            attempts=[AttemptResponse.of(attempt) for attempt in delivery.attempts],
+        )
+
+
+class DeliveryList(BaseModel):
+    data: list[DeliveryResponse]
+
+
+def problem(status: int, title: str, detail: str, code: str) -> JSONResponse:
+    """An RFC 9457 problem document with payrail's stable `code` extension."""
+    return JSONResponse(
+        status_code=status,
+        content={
+            "type": f"https://payrail.dev/problems/{code}",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "code": code,
+        },
+        media_type=PROBLEM_CONTENT_TYPE,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Routes
+
+
+def _context(request: Request) -> ServiceContext:
+    context: ServiceContext = request.app.state.context
+    return context
+
+
+def _add_internal_routes(app: FastAPI) -> None:
+    @app.exception_handler(NotifierError)
+    async def on_notifier_error(_request: Request, error: Exception) -> JSONResponse:
+        code = error.code if isinstance(error, NotifierError) else "invalid_request"
+        return problem(422, "Invalid request", str(error), code)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_request: Request, error: Exception) -> JSONResponse:
+        errors = error.errors() if isinstance(error, RequestValidationError) else []
+        detail = "; ".join(
+            f"{'.'.join(str(part) for part in item.get('loc', ()))}: {item.get('msg', '')}"
+            for item in errors
+        )
+        return problem(422, "Invalid request", detail or "invalid request", "invalid_request")
+
+    @app.post("/internal/v1/webhook_endpoints", status_code=201)
+    async def post_webhook_endpoint(
+        request: Request, body: CreateWebhookEndpointRequest
+    ) -> CreatedWebhookEndpointResponse:
+        # Bad input is refused before any dependency is touched.
+        check_sendable_url(body.url)
+        check_subscription(body.events)
+        context = _context(request)
+        created = await create_endpoint(
+            context.pool,
+            merchant_id=body.merchant_id,
+            url=body.url,
+            events=body.events,
+            clock=context.clock,
+        )
+        return CreatedWebhookEndpointResponse(
+            **WebhookEndpointResponse.of(created.endpoint).model_dump(), secret=created.secret
+        )
+
+    @app.get("/internal/v1/webhook_endpoints")
+    async def get_webhook_endpoints(
+        request: Request, merchant_id: Annotated[str, Query(min_length=1, max_length=128)]
+    ) -> WebhookEndpointList:
+        endpoints = await list_endpoints(_context(request).pool, merchant_id)
+        return WebhookEndpointList(data=[WebhookEndpointResponse.of(e) for e in endpoints])
+
+    @app.get("/internal/v1/deliveries")
+    async def get_deliveries(
+        request: Request,
+        merchant_id: Annotated[str, Query(min_length=1, max_length=128)],
+        event_id: uuid.UUID | None = None,
+        limit: Annotated[int, Query(ge=1, le=DELIVERY_LIST_LIMIT_MAX)] = DELIVERY_LIST_LIMIT_MAX,
+    ) -> DeliveryList:
+        deliveries = await list_deliveries(
+            _context(request).pool, merchant_id=merchant_id, event_id=event_id, limit=limit
+        )
+        return DeliveryList(data=[DeliveryResponse.of(delivery) for delivery in deliveries])
+
+
+# ---------------------------------------------------------------------------------------
+# Process wiring
+
+
+def _delivery_worker(
+    context: ServiceContext, http_client: httpx.AsyncClient, settings: NotifierSettings
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def deliver_webhooks() -> None:
+        # Runs for the life of the process and is cancelled at shutdown; every round is
+        # bounded by the batch size, the concurrency limit and the webhook timeout.
+        while True:
+            try:
+                claimed = await deliver_due(context.pool, http_client, settings, context.clock)
+            except TRANSIENT_ERRORS as error:
+                log.warning("webhook_round_failed", error=repr(error))
+                await asyncio.sleep(
+                    max(settings.delivery_poll_interval_ms, WORKER_ERROR_PAUSE_MS) / 1000
+                )
+                continue
+            # A full batch means more may be due: go again at once.
+            if claimed < settings.delivery_batch_size_max:
+                await asyncio.sleep(settings.delivery_poll_interval_ms / 1000)
+
+    return deliver_webhooks
+
+
+def _wiring(settings: NotifierSettings) -> Callable[[ServiceContext], Coroutine[Any, Any, None]]:
+    async def wire(context: ServiceContext) -> None:
+        enqueue = functools.partial(
+            enqueue_deliveries,
+            clock=context.clock,
+            first_attempt_delay_ms=settings.webhook_retry_schedule_ms[0],
+        )
+        context.consume(Topic.PAYMENTS_EVENTS, {PaymentSucceeded: enqueue, PaymentFailed: enqueue})
+        http_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.webhook_timeout_ms / 1000),
+            limits=httpx.Limits(
+                max_connections=settings.webhook_concurrency_max,
+                max_keepalive_connections=settings.webhook_concurrency_max,
+            ),
+            # A redirect is an answer, not a delivery: following it could send signed
+            # payloads somewhere the merchant never registered.
+            follow_redirects=False,
+            # Honour HTTP(S)_PROXY so operators can route webhook traffic through an
+            # egress proxy that keeps it away from internal networks.
+            trust_env=True,
+        )
+        context.on_stop.append(http_client.aclose)
+        context.background.append(_delivery_worker(context, http_client, settings))
+
+    return wire
+
+
+def create_app(settings: NotifierSettings | None = None, clock: Clock | None = None) -> FastAPI:
+    """Build the notifier's ASGI app. Nothing connects until its lifespan starts."""
+    notifier_settings = settings or NotifierSettings()
+    app = FastAPI(title="payrail notifier (internal)")
+    _add_internal_routes(app)
+    return create_service_app(
+        SERVICE_NAME,
+        notifier_settings,
+        migration_packages=["services.notifier.migrations"],
+        wiring=_wiring(notifier_settings),
+        clock=clock,
+        app=app,
+    )

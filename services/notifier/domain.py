@@ -1,0 +1,216 @@
+"""The notifier's pure rules: what a webhook says, who gets it and when it is retried.
+
+Nothing here touches the database, the network or the clock; callers pass time in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+from schemas.envelope import Event
+from schemas.payments import PaymentFailed, PaymentSucceeded
+
+WILDCARD = "*"
+
+# Event classes merchants may subscribe to, by their dotted webhook type name. A new
+# subscribable event is one line here plus its `data.object` builder below.
+WEBHOOK_EVENT_TYPES: dict[type[Event], str] = {
+    PaymentSucceeded: "payment.succeeded",
+    PaymentFailed: "payment.failed",
+}
+SUBSCRIBABLE_EVENT_TYPES: frozenset[str] = frozenset(WEBHOOK_EVENT_TYPES.values())
+
+# Stripe's limit: more endpoints per merchant are a configuration mistake, and the limit
+# bounds the work one event causes in the consumer.
+ENDPOINT_COUNT_MAX_PER_MERCHANT = 16
+URL_LENGTH_MAX = 2_048
+RESPONSE_EXCERPT_LENGTH_MAX = 500
+ERROR_TEXT_LENGTH_MAX = 1_000
+
+
+class DeliveryStatus(StrEnum):
+    """A delivery is `pending` until one attempt succeeds or the schedule is exhausted."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class NotifierError(ValueError):
+    """Base of the notifier's expected input errors; `code` is stable and machine-readable."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidUrl(NotifierError):
+    """A webhook endpoint URL that is not an absolute http(s) URL with a host."""
+
+    code = "invalid_url"
+
+
+class InvalidEvents(NotifierError):
+    """An endpoint's event list is empty or names an event type merchants cannot subscribe to."""
+
+    code = "invalid_events"
+
+
+class UnsupportedEvent(ValueError):
+    """An event type that no webhook exists for. A wiring mistake, never merchant input."""
+
+
+def webhook_event_type(event: Event) -> str:
+    """Return the dotted webhook type of `event`, e.g. `payment.succeeded`.
+
+    Raises UnsupportedEvent for an event class merchants cannot subscribe to.
+    """
+    name = WEBHOOK_EVENT_TYPES.get(type(event))
+    if name is None:
+        raise UnsupportedEvent(f"no webhook type for {type(event).__name__}")
+    return name
+
+
+def check_endpoint_url(url: str) -> str:
+    """Return `url` when it is an absolute http(s) URL with a host.
+
+    Raises InvalidUrl otherwise.
+    """
+    if len(url) > URL_LENGTH_MAX:
+        raise InvalidUrl(f"url is longer than {URL_LENGTH_MAX} characters")
+    if url != url.strip() or any(character.isspace() or ord(character) < 32 for character in url):
+        raise InvalidUrl("url must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port raises ValueError when it is not a number
+    except ValueError as error:
+        raise InvalidUrl(f"url is not a valid URL: {error}") from error
+    if parts.scheme not in ("http", "https"):
+        raise InvalidUrl("url must use http or https")
+    if not parts.hostname:
+        raise InvalidUrl("url must name a host")
+    return url
+
+
+def check_subscription(events: Sequence[str]) -> tuple[str, ...]:
+    """Return the endpoint's event list without duplicates, in the order given.
+
+    `["*"]` subscribes to every event type, present and future. Raises InvalidEvents for
+    an empty list, an unknown type, or `*` mixed with named types.
+    """
+    if not events:
+        raise InvalidEvents("events must name at least one event type, or '*'")
+    unique = tuple(dict.fromkeys(events))
+    if WILDCARD in unique and len(unique) > 1:
+        raise InvalidEvents("'*' already subscribes to every event type; list it alone")
+    unknown = [name for name in unique if name != WILDCARD and name not in SUBSCRIBABLE_EVENT_TYPES]
+    if unknown:
+        raise InvalidEvents(
+            f"unknown event types {unknown}; known: {sorted(SUBSCRIBABLE_EVENT_TYPES)} or '*'"
+        )
+    return unique
+
+
+def subscribes_to(endpoint_events: Sequence[str], event_type: str) -> bool:
+    """True when an endpoint subscribed to `endpoint_events` should receive `event_type`."""
+    return WILDCARD in endpoint_events or event_type in endpoint_events
+
+
+def _payment_object(event: PaymentSucceeded | PaymentFailed) -> dict[str, Any]:
+    payload = event.payload
+    failure: dict[str, Any] | None = None
+    if isinstance(event, PaymentFailed):
+        failure = {
+            "code": event.payload.failure.code,
+            "message": event.payload.failure.message,
+            "rule_ids": list(event.payload.failure.rule_ids),
+        }
+    return {
+        "id": event.aggregate_id,
+        "object": "payment",
+        "merchant_id": event.merchant_id,
+        "order_id": payload.order_id,
+        "amount": payload.amount_minor,
+        "currency": payload.currency,
+        "channel": payload.channel.value,
+        "description": payload.description,
+        "status": "succeeded" if isinstance(event, PaymentSucceeded) else "failed",
+        "failure": failure,
+    }
+
+
+def webhook_body(event: Event) -> bytes:
+    """Return the exact JSON bytes (compact, UTF-8) every attempt of this webhook sends.
+
+    Raises UnsupportedEvent for an event class merchants cannot subscribe to.
+    """
+    event_type = webhook_event_type(event)
+    if not isinstance(event, PaymentSucceeded | PaymentFailed):
+        raise UnsupportedEvent(f"no webhook body for {type(event).__name__}")
+    document = {
+        "id": str(event.event_id),
+        "type": event_type,
+        "created": int(event.occurred_at.timestamp()),
+        "livemode": False,
+        "data": {"object": _payment_object(event)},
+    }
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def next_attempt_delay_ms(attempt_count: int, schedule: Sequence[int]) -> int | None:
+    """Return how long to wait before the next attempt after `attempt_count` attempts.
+
+    `schedule` holds one delay per attempt: entry 0 before the first attempt, entry n
+    after the n-th. None means the schedule is exhausted and the delivery has failed.
+    Raises ValueError for a negative `attempt_count` or a negative delay.
+    """
+    if attempt_count < 0:
+        raise ValueError(f"attempt_count must not be negative, got {attempt_count}")
+    if attempt_count >= len(schedule):
+        return None
+    delay_ms = schedule[attempt_count]
+    if delay_ms < 0:
+        raise ValueError(f"schedule entry {attempt_count} is negative: {delay_ms}")
+    return delay_ms
+
+
+def is_success_status(status_code: int) -> bool:
+    """Only a 2xx answer acknowledges a webhook; redirects are not followed."""
+    return 200 <= status_code <= 299
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """Where a delivery stands after one attempt."""
+
+    status: DeliveryStatus
+    next_attempt_delay_ms: int | None  # None unless the status is still pending.
+
+
+def decide_after_attempt(
+    attempt_count: int, succeeded: bool, schedule: Sequence[int]
+) -> AttemptOutcome:
+    """Decide a delivery's state after its `attempt_count`-th attempt (counting from 1).
+
+    Raises ValueError when `attempt_count` is below 1.
+    """
+    if attempt_count < 1:
+        raise ValueError(f"an attempt was made, so attempt_count >= 1, got {attempt_count}")
+    if succeeded:
+        return AttemptOutcome(DeliveryStatus.SUCCEEDED, None)
+    delay_ms = next_attempt_delay_ms(attempt_count, schedule)
+    if delay_ms is None:
+        return AttemptOutcome(DeliveryStatus.FAILED, None)
+    return AttemptOutcome(DeliveryStatus.PENDING, delay_ms)
+
+
+def truncate(text: str, length_max: int) -> str:
+    """`text` cut to at most `length_max` characters."""
+    return text[:length_max]
