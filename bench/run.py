@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import platform as host_platform
-import statistics
 import tempfile
 import time
 import uuid

@@ -13,8 +13,10 @@ from fastapi import APIRouter, Header, Request, Response
 
 from schemas import new_command
 from schemas.payments import CreatePayment, PaymentTerms
+from services.common.db import Connection
 from services.common.event_store import enqueue_commands
 from services.common.ids import new_prefixed_id
+from services.common.invariant import InvariantViolation
 from services.gateway.auth import MerchantDependency
 from services.gateway.domain import RECEIVED_STATUS, SETTLED_VIEW_STATUSES, request_fingerprint
 from services.gateway.models import (
@@ -55,7 +57,9 @@ def _view(row: asyncpg.Record) -> PaymentView:
     )
 
 
-async def _load_view(pool: asyncpg.Pool, merchant_id: str, payment_id: str) -> PaymentView | None:
+async def _load_view(
+    pool: asyncpg.Pool | Connection, merchant_id: str, payment_id: str
+) -> PaymentView | None:
     row = await pool.fetchrow(
         "SELECT * FROM payments WHERE payment_id = $1 AND merchant_id = $2", payment_id, merchant_id
     )
@@ -169,7 +173,7 @@ async def create_payment(
 
 
 async def _replay(
-    connection: asyncpg.Connection,
+    connection: Connection,
     merchant_id: str,
     idempotency_key: str,
     fingerprint: bytes,
@@ -183,6 +187,8 @@ async def _replay(
         merchant_id,
         idempotency_key,
     )
+    if row is None:
+        raise InvariantViolation("an idempotency key that conflicted has no row")
     if row["request_hash"] != fingerprint:
         raise ApiProblem(
             422,
