@@ -30,7 +30,6 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from services.common.infrastructure import free_port
 from services.common.launcher import LauncherSettings, Platform, PlatformInfo
 from services.common.settings import ServiceSettings
 
@@ -193,17 +192,7 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=120.0)
     arguments = parser.parse_args()
     state_dir = Path(tempfile.mkdtemp(prefix="payrail-bench-"))
-    launcher = LauncherSettings(
-        state_dir=state_dir,
-        gateway_port=free_port(),
-        payment_center_port=free_port(),
-        ledger_port=free_port(),
-        risk_port=free_port(),
-        notifier_port=free_port(),
-        psp_port=free_port(),
-        demo_receiver_port=free_port(),
-        embedded_broker_port=free_port(),
-    )
+    launcher = LauncherSettings.on_free_ports(state_dir)
     print("Starting the platform for the benchmark...", flush=True)
     with Platform(launcher, ServiceSettings(kafka_topic_prefix="bench.")) as running:
         info = running.start()

@@ -73,12 +73,16 @@ def start_embedded_postgres(data_dir: Path) -> tuple[str, object]:
 
     The handle keeps the server alive; call `stop_embedded_postgres(handle)` to stop it.
     """
-    import pgserver  # imported lazily: only machines without a PostgreSQL need it
+    import warnings
 
+    # pgserver asks platformdirs for a runtime directory it does not need, which warns
+    # on machines without XDG_RUNTIME_DIR.
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(  # type: ignore[attr-defined]
-        str(data_dir), cleanup_mode="stop"
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver  # imported lazily: only machines without a PostgreSQL need it
+
+        server = pgserver.get_server(str(data_dir), cleanup_mode="stop")  # type: ignore[attr-defined]
     server.psql("SELECT 1;")
     uri: str = server.get_uri()
     return uri, server

@@ -70,6 +70,21 @@ class LauncherSettings(BaseSettings):
         default=60.0, gt=0, le=600, description="Longest wait for each process to be ready."
     )
 
+    @classmethod
+    def on_free_ports(cls, state_dir: Path) -> LauncherSettings:
+        """Settings for a private platform (tests, benchmarks) beside any other one."""
+        return cls(
+            state_dir=state_dir,
+            gateway_port=free_port(),
+            payment_center_port=free_port(),
+            ledger_port=free_port(),
+            risk_port=free_port(),
+            notifier_port=free_port(),
+            psp_port=free_port(),
+            demo_receiver_port=free_port(),
+            embedded_broker_port=free_port(),
+        )
+
 
 @dataclass
 class PlatformInfo:

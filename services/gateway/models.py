@@ -57,7 +57,12 @@ class PaymentView(BaseModel):
     failure: FailureView | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
-    events: list[PaymentEventView] | None = None
+
+
+class PaymentDetailView(PaymentView):
+    """A payment with its event history, oldest first."""
+
+    events: list[PaymentEventView]
 
 
 class BalanceAmount(BaseModel):

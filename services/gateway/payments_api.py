@@ -23,6 +23,7 @@ from services.gateway.models import (
     BalanceAmount,
     BalanceView,
     CreatePaymentRequest,
+    PaymentDetailView,
     PaymentEventView,
     PaymentView,
 )
@@ -207,7 +208,7 @@ async def _replay(
     )
 
 
-@router.get("/v1/payments/{payment_id}", response_model=PaymentView)
+@router.get("/v1/payments/{payment_id}", response_model=PaymentDetailView)
 async def get_payment(payment_id: str, request: Request, merchant: MerchantDependency) -> Any:
     """A payment with its event history. Another merchant's payment is not found."""
     pool: asyncpg.Pool = request.app.state.context.pool
@@ -219,7 +220,7 @@ async def get_payment(payment_id: str, request: Request, merchant: MerchantDepen
         " WHERE payment_id = $1 ORDER BY aggregate_version",
         payment_id,
     )
-    view.events = [
+    events = [
         PaymentEventView(
             id=str(row["event_id"]),
             type=row["event_type"],
@@ -229,7 +230,7 @@ async def get_payment(payment_id: str, request: Request, merchant: MerchantDepen
         )
         for row in rows
     ]
-    return view
+    return PaymentDetailView(**view.model_dump(), events=events)
 
 
 @router.get("/v1/balance", response_model=BalanceView)

@@ -7,9 +7,6 @@ from functools import partial
 from fastapi import FastAPI
 
 from schemas import Topic
-from schemas.channels import ChannelPaymentPrepared, ChannelPaymentRejected, ChannelPaymentSucceeded
-from schemas.payments import CreatePayment
-from schemas.risk import RiskDecisionMade
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
 from services.payment_center import handlers
@@ -17,22 +14,9 @@ from services.payment_center.settings import PaymentCenterSettings
 
 
 async def wire(context: ServiceContext) -> None:
-    clock = context.clock
-    context.consume(
-        Topic.PAYMENTS_COMMANDS, {CreatePayment: partial(handlers.create_payment, clock=clock)}
-    )
-    context.consume(
-        Topic.RISK_DECISIONS,
-        {RiskDecisionMade: partial(handlers.apply_risk_decision, clock=clock)},
-    )
-    context.consume(
-        Topic.CHANNEL_RESULTS,
-        {
-            ChannelPaymentPrepared: partial(handlers.apply_channel_prepared, clock=clock),
-            ChannelPaymentRejected: partial(handlers.apply_channel_rejected, clock=clock),
-            ChannelPaymentSucceeded: partial(handlers.apply_channel_succeeded, clock=clock),
-        },
-    )
+    decide = partial(handlers.decide_payment, clock=context.clock)
+    for topic in (Topic.PAYMENTS_COMMANDS, Topic.RISK_DECISIONS, Topic.CHANNEL_RESULTS):
+        context.consume(topic, {cls: decide for cls in handlers.DECIDERS if cls.topic is topic})
 
 
 def create_app(

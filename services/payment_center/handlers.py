@@ -1,9 +1,14 @@
 """payment_center use cases: load the payment, decide, record. One transaction each
-(the inbox consumer opens it), with optimistic concurrency on the payment's version."""
+(the inbox consumer opens it), with optimistic concurrency on the payment's version.
+
+Every input is addressed to the payment by its aggregate id: commands carry the payment
+id, and risk and the gateway record their results in streams named after the payment.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import structlog
@@ -21,17 +26,26 @@ log = structlog.get_logger(__name__)
 
 PRODUCER = "payment_center"
 
+# Which pure decision each input message leads to.
+DECIDERS: dict[type[Message], Callable[[domain.Payment | None, Any], Decision]] = {
+    CreatePayment: domain.create_payment,
+    RiskDecisionMade: domain.apply_risk_decision,
+    ChannelPaymentPrepared: domain.apply_channel_prepared,
+    ChannelPaymentRejected: domain.apply_channel_rejected,
+    ChannelPaymentSucceeded: domain.apply_channel_succeeded,
+}
 
-async def _decide_and_record(
-    connection: asyncpg.Connection,
-    payment_id: str,
-    merchant_id: str,
-    cause: Message,
-    clock: Clock,
-    decide: Callable[[domain.Payment | None], Decision],
-) -> None:
+
+async def decide_payment(connection: asyncpg.Connection, message: Message, *, clock: Clock) -> None:
+    """Apply one input to its payment and record what the domain decided.
+
+    Raises the domain's PaymentError for an input the payment refuses (the consumer
+    dead-letters it) and ConcurrencyConflict when another writer moved the payment first
+    (the consumer retries with the new state).
+    """
+    payment_id = message.aggregate_id
     state = domain.replay(await load_stream(connection, payment_id))
-    decision = decide(state)
+    decision = DECIDERS[type(message)](state, message.payload)  # type: ignore[union-attr]
     if decision.is_empty:
         log.info("payment_input_ignored", payment_id=payment_id, status=state and state.status)
         return
@@ -40,78 +54,13 @@ async def _decide_and_record(
         decision,
         stream_id=payment_id,
         expected_version=state.version if state else 0,
-        merchant_id=merchant_id,
+        merchant_id=message.merchant_id,
         producer=PRODUCER,
         clock=clock,
-        cause=cause,
+        cause=message,
     )
     log.info(
         "payment_decided",
         payment_id=payment_id,
         events=[emit.event_type.__name__ for emit in decision.events],
-    )
-
-
-async def create_payment(
-    connection: asyncpg.Connection, command: CreatePayment, clock: Clock
-) -> None:
-    await _decide_and_record(
-        connection,
-        command.aggregate_id,
-        command.merchant_id,
-        command,
-        clock,
-        lambda state: domain.create_payment(state, command.payload),
-    )
-
-
-async def apply_risk_decision(
-    connection: asyncpg.Connection, event: RiskDecisionMade, clock: Clock
-) -> None:
-    await _decide_and_record(
-        connection,
-        event.payload.payment_id,
-        event.merchant_id,
-        event,
-        clock,
-        lambda state: domain.apply_risk_decision(state, event.payload),
-    )
-
-
-async def apply_channel_prepared(
-    connection: asyncpg.Connection, event: ChannelPaymentPrepared, clock: Clock
-) -> None:
-    await _decide_and_record(
-        connection,
-        event.aggregate_id,
-        event.merchant_id,
-        event,
-        clock,
-        lambda state: domain.apply_channel_prepared(state, event.payload),
-    )
-
-
-async def apply_channel_rejected(
-    connection: asyncpg.Connection, event: ChannelPaymentRejected, clock: Clock
-) -> None:
-    await _decide_and_record(
-        connection,
-        event.aggregate_id,
-        event.merchant_id,
-        event,
-        clock,
-        lambda state: domain.apply_channel_rejected(state, event.payload),
-    )
-
-
-async def apply_channel_succeeded(
-    connection: asyncpg.Connection, event: ChannelPaymentSucceeded, clock: Clock
-) -> None:
-    await _decide_and_record(
-        connection,
-        event.aggregate_id,
-        event.merchant_id,
-        event,
-        clock,
-        lambda state: domain.apply_channel_succeeded(state, event.payload),
     )

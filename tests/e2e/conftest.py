@@ -11,7 +11,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.common.infrastructure import free_port
 from services.common.launcher import LauncherSettings, Platform, PlatformInfo
 from services.common.settings import ServiceSettings
 from tests.infrastructure import with_database
@@ -32,16 +31,7 @@ def platform(
     database = f"payrail_e2e_{uuid.uuid4().hex[:10]}"
     asyncio.run(_create_database(postgres_admin, database))
     state_dir: Path = tmp_path_factory.mktemp("platform")
-    launcher_settings = LauncherSettings(
-        state_dir=state_dir,
-        gateway_port=free_port(),
-        payment_center_port=free_port(),
-        ledger_port=free_port(),
-        risk_port=free_port(),
-        notifier_port=free_port(),
-        psp_port=free_port(),
-        demo_receiver_port=free_port(),
-    )
+    launcher_settings = LauncherSettings.on_free_ports(state_dir)
     service_settings = ServiceSettings(
         kafka_bootstrap_servers=kafka, kafka_topic_prefix=f"e2e{uuid.uuid4().hex[:8]}."
     )
