@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.resources
 import json
 import re
@@ -122,3 +124,42 @@ async def apply_migrations(dsn: str, schema: str, migrations: list[Migration]) -
 
 def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
     return dict(record) if record is not None else None
+
+
+class NotifyWakeup:
+    """Wakes a worker loop when PostgreSQL sends NOTIFY on `channel`, else after a timeout.
+
+    A NOTIFY is delivered only after the notifying transaction commits, so a woken worker
+    always finds the committed rows. Holds one pooled connection while entered.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, channel: str) -> None:
+        self._pool = pool
+        self._channel = channel
+        self._event = asyncio.Event()
+        self._connection: PoolConnectionProxy | None = None
+
+    async def __aenter__(self) -> NotifyWakeup:
+        self._connection = await self._pool.acquire()
+        await self._connection.add_listener(self._channel, self._on_notify)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.remove_listener(self._channel, self._on_notify)
+            await self._pool.release(self._connection)
+            self._connection = None
+
+    def _on_notify(self, *_: object) -> None:
+        self._event.set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout_s: float) -> None:
+        """Return on the next NOTIFY (or one that arrived since the last wait) or after
+        `timeout_s`, whichever comes first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout=timeout_s)
+        self._event.clear()

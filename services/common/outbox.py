@@ -9,7 +9,6 @@ the relay only sees committed rows.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,7 +16,7 @@ from typing import Protocol
 import asyncpg
 import structlog
 
-from services.common.db import check_schema_name
+from services.common.db import NotifyWakeup, check_schema_name
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +65,6 @@ class OutboxRelay:
         self._topic_prefix = topic_prefix
         self._batch_size_max = batch_size_max
         self._poll_interval_s = poll_interval_ms / 1000
-        self._wakeup = asyncio.Event()
 
     async def publish_pending(self) -> int:
         """Publish one batch of unpublished messages. Returns how many were published.
@@ -105,18 +103,11 @@ class OutboxRelay:
         log.debug("outbox_published", count=len(records))
         return len(records)
 
-    def wake(self) -> None:
-        self._wakeup.set()
-
     async def run(self) -> None:
         """Publish until cancelled: on every NOTIFY from the event store, else every poll."""
-        listener = await self._pool.acquire()
-        channel = f"{self._schema}_outbox"
-        await listener.add_listener(channel, self._on_notify)
         backoff_s = self._poll_interval_s
-        try:
+        async with NotifyWakeup(self._pool, f"{self._schema}_outbox") as wakeup:
             while True:
-                self._wakeup.clear()
                 try:
                     while await self.publish_pending() == self._batch_size_max:
                         pass
@@ -128,12 +119,4 @@ class OutboxRelay:
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, 10.0)
                     continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_interval_s)
-        finally:
-            with contextlib.suppress(Exception):
-                await listener.remove_listener(channel, self._on_notify)
-            await self._pool.release(listener)
-
-    def _on_notify(self, *_: object) -> None:
-        self._wakeup.set()
+                await wakeup.wait(self._poll_interval_s)

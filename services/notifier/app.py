@@ -24,6 +24,7 @@ from schemas import Topic
 from schemas.payments import PaymentFailed, PaymentSucceeded
 from services.common.clock import Clock
 from services.common.consumer import TRANSIENT_ERRORS
+from services.common.db import NotifyWakeup
 from services.common.service import ServiceContext, create_service_app
 from services.notifier.domain import (
     URL_LENGTH_MAX,
@@ -242,18 +243,20 @@ def _delivery_worker(
     async def deliver_webhooks() -> None:
         # Runs for the life of the process and is cancelled at shutdown; every round is
         # bounded by the batch size, the concurrency limit and the webhook timeout.
-        while True:
-            try:
-                claimed = await deliver_due(context.pool, http_client, settings, context.clock)
-            except TRANSIENT_ERRORS as error:
-                log.warning("webhook_round_failed", error=repr(error))
-                await asyncio.sleep(
-                    max(settings.delivery_poll_interval_ms, WORKER_ERROR_PAUSE_MS) / 1000
-                )
-                continue
-            # A full batch means more may be due: go again at once.
-            if claimed < settings.delivery_batch_size_max:
-                await asyncio.sleep(settings.delivery_poll_interval_ms / 1000)
+        async with NotifyWakeup(context.pool, "notifier_deliveries") as new_deliveries:
+            while True:
+                try:
+                    claimed = await deliver_due(context.pool, http_client, settings, context.clock)
+                except TRANSIENT_ERRORS as error:
+                    log.warning("webhook_round_failed", error=repr(error))
+                    await asyncio.sleep(
+                        max(settings.delivery_poll_interval_ms, WORKER_ERROR_PAUSE_MS) / 1000
+                    )
+                    continue
+                # A full batch means more may be due: go again at once. Otherwise wait for
+                # newly queued deliveries or the poll, which finds retries coming due.
+                if claimed < settings.delivery_batch_size_max:
+                    await new_deliveries.wait(settings.delivery_poll_interval_ms / 1000)
 
     return deliver_webhooks
 
