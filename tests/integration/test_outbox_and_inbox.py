@@ -4,9 +4,12 @@ outbox, the relay, the idempotent inbox consumer and the dead-letter path."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -22,6 +25,7 @@ from services.common.event_store import ConcurrencyConflict, append_events, load
 from services.common.outbox import OutboundRecord, OutboxRelay
 from services.common.settings import ServiceSettings
 from tests.support.kafka import read_topic
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -136,6 +140,57 @@ async def test_relay_killed_between_commit_and_mark_loses_nothing(
     seen_ids = [decode(Topic.PAYMENTS_EVENTS, record.value).aggregate_id for record in records]
     assert sorted(set(seen_ids)) == sorted(payment_ids)
     assert len(seen_ids) == 5 * expected_copies
+
+
+async def test_a_relay_process_killed_holding_a_batch_loses_nothing(
+    pool: asyncpg.Pool, broker: KafkaBroker, settings: ServiceSettings, tmp_path: Path
+) -> None:
+    """SIGKILL a real relay process after it took the batch inside its transaction and
+    before it published: PostgreSQL rolls its transaction back, and a new relay publishes
+    everything."""
+    payment_ids = [f"pay_{uuid.uuid4().hex}" for _ in range(3)]
+    async with pool.acquire() as connection, connection.transaction():
+        for payment_id in payment_ids:
+            await append_events(connection, payment_id, 0, [payment_created(payment_id)])
+    marker = tmp_path / "holding-batch"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.hanging_relay",
+        settings.database_url,
+        SCHEMA,
+        settings.kafka_topic_prefix,
+        str(marker),
+    )
+    try:
+        await wait_until(marker.exists, timeout_s=20, what="the relay to hold its batch")
+        assert marker.read_text() == "3"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(process.wait(), timeout=10)
+    assert await pool.fetchval("SELECT count(*) FROM event_store WHERE published_at IS NULL") == 3
+
+    await broker.connect()
+    restarted = OutboxRelay(
+        pool, SCHEMA, KafkaRecordPublisher(broker), topic_prefix=settings.kafka_topic_prefix
+    )
+    # The killed backend's advisory lock goes when PostgreSQL notices the dead client.
+    published: list[int] = []
+
+    async def all_published() -> bool:
+        published.append(await restarted.publish_pending())
+        return sum(published) >= 3
+
+    await wait_until(all_published, timeout_s=20, what="the restarted relay to publish")
+    assert sum(published) == 3
+    records = await read_topic(
+        settings.kafka_bootstrap_servers,
+        topic_name(Topic.PAYMENTS_EVENTS, settings.kafka_topic_prefix),
+        until=lambda seen: len(seen) >= 3,
+    )
+    assert sorted(decode(Topic.PAYMENTS_EVENTS, r.value).aggregate_id for r in records) == sorted(
+        payment_ids
+    )
 
 
 async def test_redelivered_event_is_applied_once_and_poison_is_dead_lettered(
