@@ -32,6 +32,7 @@ from schemas import Message, Topic, UndecodableMessage, decode, topic_name
 from services.common.broker import DeadLetterPublisher
 from services.common.event_store import ConcurrencyConflict
 from services.common.invariant import InvariantViolation
+from services.common.metrics import MESSAGE_HANDLING_SECONDS, MESSAGES_CONSUMED
 from services.common.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -107,6 +108,7 @@ class InboxConsumer:
         """Apply one Kafka record exactly once. Raises RetriesExhausted to have it redelivered."""
         type_name = _peek_type(body)
         if type_name is not None and type_name not in self._handled_type_names:
+            MESSAGES_CONSUMED.labels(self.name, "skipped").inc()
             return
         try:
             message = decode(self.topic, body)
@@ -119,6 +121,7 @@ class InboxConsumer:
                 offset=offset,
                 reason=f"undecodable: {error}",
             )
+            MESSAGES_CONSUMED.labels(self.name, "dead_lettered").inc()
             return
         handler = self._handlers[type(message)]
         with structlog.contextvars.bound_contextvars(
@@ -144,8 +147,10 @@ class InboxConsumer:
         last_error: BaseException | None = None
         for attempt in range(1, self._retry_count_max + 1):
             try:
-                applied = await self._apply_once(message, handler)
+                with MESSAGE_HANDLING_SECONDS.labels(self.name).time():
+                    applied = await self._apply_once(message, handler)
                 log.debug("message_applied" if applied else "message_duplicate_skipped")
+                MESSAGES_CONSUMED.labels(self.name, "applied" if applied else "duplicate").inc()
                 return
             except TRANSIENT_ERRORS as error:
                 last_error = error
@@ -163,7 +168,9 @@ class InboxConsumer:
                     offset=offset,
                     reason=f"{type(error).__name__}: {error}",
                 )
+                MESSAGES_CONSUMED.labels(self.name, "dead_lettered").inc()
                 return
+        MESSAGES_CONSUMED.labels(self.name, "rewound").inc()
         raise RetriesExhausted(f"{self.name}: {last_error!r}")
 
     async def _apply_once(self, message: Message, handler: Handler) -> bool:

@@ -17,6 +17,7 @@ import asyncpg
 import structlog
 
 from services.common.db import NotifyWakeup, check_schema_name
+from services.common.metrics import OUTBOX_PUBLISHED
 
 log = structlog.get_logger(__name__)
 
@@ -100,6 +101,7 @@ class OutboxRelay:
                 "UPDATE event_store SET published_at = now() WHERE position = ANY($1::bigint[])",
                 [record.position for record in records],
             )
+        OUTBOX_PUBLISHED.labels(self._schema).inc(len(records))
         log.debug("outbox_published", count=len(records))
         return len(records)
 

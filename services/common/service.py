@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import asyncpg
 import structlog
 import uvicorn
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -29,6 +30,7 @@ from services.common.clock import Clock, SystemClock
 from services.common.consumer import Handler, InboxConsumer, subscribe
 from services.common.db import apply_migrations, create_pool, load_migrations
 from services.common.logging import configure_logging
+from services.common.metrics import HTTP_REQUEST_SECONDS
 from services.common.outbox import OutboxRelay
 from services.common.settings import ServiceSettings
 
@@ -144,6 +146,16 @@ def create_service_app(
 
 
 def _add_operational_routes(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def measure_latency(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        HTTP_REQUEST_SECONDS.labels(
+            request.method, getattr(route, "path", "unmatched"), str(response.status_code)
+        ).observe(time.perf_counter() - started)
+        return response
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}

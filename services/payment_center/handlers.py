@@ -13,18 +13,21 @@ from typing import Any
 import asyncpg
 import structlog
 
-from schemas import Message
+from schemas import Event, Message
 from schemas.channels import ChannelPaymentPrepared, ChannelPaymentRejected, ChannelPaymentSucceeded
-from schemas.payments import CreatePayment
+from schemas.payments import CreatePayment, PaymentFailed, PaymentSucceeded
 from schemas.risk import RiskDecisionMade
 from services.common.clock import Clock
 from services.common.decisions import Decision
 from services.common.event_store import load_stream, record_decision
+from services.common.metrics import PAYMENTS_FINISHED
 from services.payment_center import domain
 
 log = structlog.get_logger(__name__)
 
 PRODUCER = "payment_center"
+
+FINAL_EVENTS: dict[type[Event], str] = {PaymentSucceeded: "succeeded", PaymentFailed: "failed"}
 
 # Which pure decision each input message leads to.
 DECIDERS: dict[type[Message], Callable[[domain.Payment | None, Any], Decision]] = {
@@ -59,6 +62,13 @@ async def decide_payment(connection: asyncpg.Connection, message: Message, *, cl
         clock=clock,
         cause=message,
     )
+    for emit in decision.events:
+        if emit.event_type in FINAL_EVENTS:
+            # Counted before the commit: a rare retry after a failed commit counts twice.
+            PAYMENTS_FINISHED.labels(
+                emit.payload.channel.value,  # type: ignore[attr-defined]
+                FINAL_EVENTS[emit.event_type],
+            ).inc()
     log.info(
         "payment_decided",
         payment_id=payment_id,

@@ -298,3 +298,17 @@ async def _channel_successes_consumed(database_url: str, payment_id: str) -> int
         return count
     finally:
         await connection.close()
+
+
+def test_metrics_report_payment_outcomes_and_consumer_work(
+    api: httpx.Client, info: PlatformInfo, platform: Any
+) -> None:
+    declined = api.post("/v1/payments", json=new_payment(amount=2_000_000)).json()
+    assert declined["status"] == "failed"
+    metrics = httpx.get(
+        f"http://127.0.0.1:{platform.settings.payment_center_port}/metrics", timeout=5
+    ).text
+    assert 'payrail_payments_finished_total{channel="alipay",status="failed"}' in metrics
+    assert 'payrail_messages_consumed_total{consumer="payment_center:risk.decisions"' in metrics
+    gateway_metrics = httpx.get(f"{info.api_base_url}/metrics", timeout=5).text
+    assert 'route="/v1/payments",status="201"' in gateway_metrics
