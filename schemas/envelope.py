@@ -9,7 +9,6 @@ a payload can always be validated against exactly one shape.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -75,7 +74,3 @@ class Command(Contract):
 
 
 Message = Event | Command
-
-
-def message_time(message: Message) -> datetime:
-    return message.occurred_at if isinstance(message, Event) else message.issued_at

@@ -44,10 +44,6 @@ class TransientError(Exception):
     """Raised by a handler when the same message may succeed later (a channel timed out)."""
 
 
-class PoisonMessage(Exception):
-    """Raised by a handler when a well-formed message can never be applied. Dead-lettered."""
-
-
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TransientError,
     ConcurrencyConflict,

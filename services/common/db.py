@@ -8,7 +8,6 @@ import importlib.resources
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import structlog
@@ -120,10 +119,6 @@ async def apply_migrations(dsn: str, schema: str, migrations: list[Migration]) -
     finally:
         await connection.close()
     return applied
-
-
-def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
-    return dict(record) if record is not None else None
 
 
 class NotifyWakeup:

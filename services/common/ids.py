@@ -6,10 +6,6 @@ import secrets
 import uuid
 
 
-def new_uuid() -> uuid.UUID:
-    return uuid.uuid4()
-
-
 def new_prefixed_id(prefix: str) -> str:
     """Return `<prefix>_<32 hex chars>`, e.g. `pay_3f2a...`."""
     return f"{prefix}_{uuid.uuid4().hex}"

@@ -312,3 +312,32 @@ def test_metrics_report_payment_outcomes_and_consumer_work(
     assert 'payrail_messages_consumed_total{consumer="payment_center:risk.decisions"' in metrics
     gateway_metrics = httpx.get(f"{info.api_base_url}/metrics", timeout=5).text
     assert 'route="/v1/payments",status="201"' in gateway_metrics
+
+
+def test_merchants_cannot_see_each_other_and_admin_endpoints_refuse_merchant_keys(
+    api: httpx.Client, info: PlatformInfo
+) -> None:
+    payment = api.post("/v1/payments", json=new_payment()).json()
+    onboarded = httpx.post(
+        f"{info.api_base_url}/v1/admin/merchants",
+        headers={"Authorization": f"Bearer {info.admin_key}"},
+        json={"name": "Other Shop"},
+        timeout=10,
+    )
+    assert onboarded.status_code == 201, onboarded.text
+    other_key = onboarded.json()["api_key"]["secret"]
+    assert other_key.startswith("sk_test_")
+    other = {"Authorization": f"Bearer {other_key}"}
+    seen = httpx.get(f"{info.api_base_url}/v1/payments/{payment['id']}", headers=other, timeout=5)
+    assert seen.status_code == 404 and seen.json()["code"] == "payment_not_found"
+    balance = httpx.get(f"{info.api_base_url}/v1/balance", headers=other, timeout=5).json()
+    assert balance["balances"] == []
+
+    as_merchant = httpx.post(
+        f"{info.api_base_url}/v1/admin/merchants",
+        headers={"Authorization": f"Bearer {info.demo_api_key}"},
+        json={"name": "Sneaky"},
+        timeout=5,
+    )
+    assert as_merchant.status_code == 403
+    assert as_merchant.json()["code"] == "admin_key_required"
