@@ -8,7 +8,12 @@ import pytest
 
 from services.common.broker import ensure_topics
 from services.common.settings import ServiceSettings
-from tests.infrastructure import kafka_bootstrap_servers, postgres_admin_dsn, with_database
+from tests.infrastructure import (
+    kafka_bootstrap_servers,
+    kafka_client_settings,
+    postgres_admin_dsn,
+    with_database,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -23,9 +28,20 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def kafka() -> Iterator[str]:
-    with kafka_bootstrap_servers() as (bootstrap, _idempotence):
-        yield bootstrap
+def kafka_broker() -> Iterator[tuple[str, bool]]:
+    with kafka_bootstrap_servers() as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def kafka(kafka_broker: tuple[str, bool]) -> str:
+    return kafka_broker[0]
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(kafka_broker: tuple[str, bool]) -> dict[str, object]:
+    """ServiceSettings fields that fit the broker under test."""
+    return kafka_client_settings(*kafka_broker)
 
 
 @pytest.fixture(scope="session")
@@ -52,10 +68,10 @@ async def database_url(postgres_admin: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def settings(kafka: str, database_url: str) -> ServiceSettings:
+async def settings(kafka_settings: dict[str, object], database_url: str) -> ServiceSettings:
     """Settings for one test: its own database and its own topic namespace."""
     test_settings = ServiceSettings(
-        kafka_bootstrap_servers=kafka,
+        **kafka_settings,  # type: ignore[arg-type]
         database_url=database_url,
         kafka_topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
         log_format="console",

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from services.common.infrastructure import (
+    EMBEDDED_BROKER_FETCH_MAX_WAIT_MS,
     free_port,
     port_is_open,
     start_embedded_broker,
@@ -46,9 +47,9 @@ def docker_is_usable() -> bool:
 
 @contextlib.contextmanager
 def kafka_bootstrap_servers() -> Iterator[tuple[str, bool]]:
-    """Yield (bootstrap servers, supports idempotent producer)."""
+    """Yield (bootstrap servers, whether it is Apache Kafka rather than the embedded broker)."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"], False
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"], True
         return
     if docker_is_usable():
         from testcontainers.kafka import KafkaContainer
@@ -63,6 +64,15 @@ def kafka_bootstrap_servers() -> Iterator[tuple[str, bool]]:
             yield f"127.0.0.1:{port}", False
         finally:
             stop_process(process)
+
+
+def kafka_client_settings(bootstrap: str, is_apache_kafka: bool) -> dict[str, object]:
+    """Settings that fit the broker the tests run against."""
+    return {
+        "kafka_bootstrap_servers": bootstrap,
+        "kafka_enable_idempotence": is_apache_kafka,
+        "kafka_fetch_max_wait_ms": 500 if is_apache_kafka else EMBEDDED_BROKER_FETCH_MAX_WAIT_MS,
+    }
 
 
 @contextlib.contextmanager

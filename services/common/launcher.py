@@ -23,6 +23,7 @@ from services.common.broker import ensure_topics
 from services.common.db import apply_migrations, load_migrations
 from services.common.ids import new_secret
 from services.common.infrastructure import (
+    EMBEDDED_BROKER_FETCH_MAX_WAIT_MS,
     free_port,
     port_is_open,
     start_embedded_broker,
@@ -118,6 +119,7 @@ class Platform:
 
     # -- infrastructure -------------------------------------------------------------
     def _start_broker(self) -> str:
+        """Bootstrap servers: KAFKA_BOOTSTRAP_SERVERS if set, else an embedded broker."""
         if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
             return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
         port = self.settings.embedded_broker_port
@@ -185,13 +187,13 @@ class Platform:
         s = self.settings
         bootstrap = self._start_broker()
         database_url = self._start_database()
-        shared = ServiceSettings(
-            **{
-                **self.service_settings.model_dump(),
-                "kafka_bootstrap_servers": bootstrap,
-                "database_url": database_url,
-            }
-        )
+        overrides: dict[str, object] = {
+            "kafka_bootstrap_servers": bootstrap,
+            "database_url": database_url,
+        }
+        if self._broker is not None and "PAYRAIL_KAFKA_FETCH_MAX_WAIT_MS" not in os.environ:
+            overrides["kafka_fetch_max_wait_ms"] = EMBEDDED_BROKER_FETCH_MAX_WAIT_MS
+        shared = ServiceSettings(**{**self.service_settings.model_dump(), **overrides})
         asyncio.run(prepare_infrastructure(shared))
         admin_key = self._admin_key()
         common_env = {
@@ -199,6 +201,7 @@ class Platform:
             "DATABASE_URL": database_url,
             "PAYRAIL_KAFKA_TOPIC_PREFIX": shared.kafka_topic_prefix,
             "PAYRAIL_KAFKA_ENABLE_IDEMPOTENCE": str(shared.kafka_enable_idempotence).lower(),
+            "PAYRAIL_KAFKA_FETCH_MAX_WAIT_MS": str(shared.kafka_fetch_max_wait_ms),
             "PAYRAIL_LOG_FORMAT": "json",
         }
         psp_url = f"http://127.0.0.1:{s.psp_port}"

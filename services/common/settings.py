@@ -41,7 +41,13 @@ class ServiceSettings(BaseSettings):
         default=10_000, ge=100, le=120_000, description="Timeout of one Kafka request."
     )
     kafka_fetch_max_wait_ms: int = Field(
-        default=20, ge=1, le=5_000, description="Longest a fetch waits for new records."
+        default=500,
+        ge=1,
+        le=5_000,
+        description=(
+            "Longest a fetch waits for new records. Apache Kafka answers as soon as records "
+            "arrive; the embedded broker waits the whole time, so `make run` uses 20 with it."
+        ),
     )
     database_url: str = Field(
         default="postgresql://postgres@127.0.0.1:5432/payrail",

@@ -26,14 +26,18 @@ async def _create_database(admin_dsn: str, name: str) -> None:
 
 @pytest.fixture(scope="package")
 def platform(
-    kafka: str, postgres_admin: str, tmp_path_factory: pytest.TempPathFactory
+    kafka: str,
+    kafka_settings: dict[str, object],
+    postgres_admin: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Platform]:
     database = f"payrail_e2e_{uuid.uuid4().hex[:10]}"
     asyncio.run(_create_database(postgres_admin, database))
     state_dir: Path = tmp_path_factory.mktemp("platform")
     launcher_settings = LauncherSettings.on_free_ports(state_dir)
     service_settings = ServiceSettings(
-        kafka_bootstrap_servers=kafka, kafka_topic_prefix=f"e2e{uuid.uuid4().hex[:8]}."
+        **kafka_settings,  # type: ignore[arg-type]
+        kafka_topic_prefix=f"e2e{uuid.uuid4().hex[:8]}.",
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka)
