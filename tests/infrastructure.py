@@ -52,7 +52,7 @@ def kafka_bootstrap_servers() -> Iterator[tuple[str, bool]]:
         yield os.environ["KAFKA_BOOTSTRAP_SERVERS"], True
         return
     if docker_is_usable():
-        from testcontainers.kafka import KafkaContainer
+        from testcontainers.community.kafka import KafkaContainer
 
         with KafkaContainer(KAFKA_IMAGE).with_kraft() as kafka:
             yield kafka.get_bootstrap_server(), True
@@ -82,7 +82,7 @@ def postgres_admin_dsn() -> Iterator[str]:
         yield os.environ["PAYRAIL_TEST_DATABASE_URL"]
         return
     if docker_is_usable():
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
 
         with PostgresContainer(POSTGRES_IMAGE, driver=None) as postgres:
             yield postgres.get_connection_url()
