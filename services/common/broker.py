@@ -26,7 +26,8 @@ def build_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
         enable_idempotence=settings.kafka_enable_idempotence,
         request_timeout_ms=settings.kafka_request_timeout_ms,
         linger_ms=0,
-        logger=structlog.get_logger("faststream"),
+        # Not "faststream": FastStream gives that logger its own coloured handler.
+        logger=structlog.get_logger("payrail.broker"),
     )
 
 
