@@ -14,9 +14,12 @@ from typing import Any, TypeVar
 import asyncpg
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from schemas import Topic, topic_name
 from services.common.launcher import PlatformInfo
 from services.gateway.channels.alipay_protocol import signed
+from tests.support.kafka import read_topic
 
 T = TypeVar("T")
 
@@ -341,3 +344,37 @@ def test_merchants_cannot_see_each_other_and_admin_endpoints_refuse_merchant_key
     )
     assert as_merchant.status_code == 403
     assert as_merchant.json()["code"] == "admin_key_required"
+
+
+def test_a_poison_message_is_dead_lettered_and_the_platform_keeps_going(
+    api: httpx.Client, info: PlatformInfo, platform: Any
+) -> None:
+    prefix = platform.service_settings.kafka_topic_prefix
+    poison = b'{"command_type": "CreatePayment", "schema_version": 1, "payload": {}}'
+
+    async def publish_and_read_dead_letters() -> list[Any]:
+        producer = AIOKafkaProducer(bootstrap_servers=info.kafka_bootstrap_servers)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                topic_name(Topic.PAYMENTS_COMMANDS, prefix), poison, key=b"pay_poison"
+            )
+        finally:
+            await producer.stop()
+        return await read_topic(
+            info.kafka_bootstrap_servers,
+            topic_name(Topic.DEAD_LETTERS, prefix),
+            until=lambda seen: any(record.value == poison for record in seen),
+        )
+
+    dead = [
+        record for record in asyncio.run(publish_and_read_dead_letters()) if record.value == poison
+    ]
+    assert len(dead) == 1
+    headers = {key: value.decode() for key, value in dead[0].headers}
+    assert headers["dead_letter_reason"].startswith("undecodable: invalid CreatePayment")
+    assert headers["dead_letter_consumer"] == "payment_center:payments.commands"
+    assert headers["source_topic"] == topic_name(Topic.PAYMENTS_COMMANDS, prefix)
+
+    after = api.post("/v1/payments", json=new_payment())
+    assert after.json()["status"] == "requires_payment"
