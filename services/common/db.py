@@ -7,6 +7,7 @@ import contextlib
 import importlib.resources
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -121,36 +122,47 @@ async def apply_migrations(dsn: str, schema: str, migrations: list[Migration]) -
     return applied
 
 
-class NotifyWakeup:
-    """Wakes a worker loop when PostgreSQL sends NOTIFY on `channel`, else after a timeout.
+class ChannelListener:
+    """Calls `on_payload` with the payload of every NOTIFY on `channel`.
 
-    A NOTIFY is delivered only after the notifying transaction commits, so a woken worker
-    always finds the committed rows. Holds one pooled connection while entered.
+    A NOTIFY is delivered only after the notifying transaction commits, so whoever is
+    called finds the committed rows. Holds one pooled connection while started.
     """
 
-    def __init__(self, pool: asyncpg.Pool, channel: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, channel: str, on_payload: Callable[[str], None]) -> None:
         self._pool = pool
         self._channel = channel
-        self._event = asyncio.Event()
+        self._on_payload = on_payload
         self._connection: PoolConnectionProxy | None = None
 
-    async def __aenter__(self) -> NotifyWakeup:
+    async def start(self) -> None:
         self._connection = await self._pool.acquire()
         await self._connection.add_listener(self._channel, self._on_notify)
-        return self
 
-    async def __aexit__(self, *_: object) -> None:
+    async def stop(self) -> None:
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.remove_listener(self._channel, self._on_notify)
             await self._pool.release(self._connection)
             self._connection = None
 
-    def _on_notify(self, *_: object) -> None:
-        self._event.set()
+    def _on_notify(self, _connection: object, _pid: int, _channel: str, payload: object) -> None:
+        self._on_payload(str(payload))
 
-    def set(self) -> None:
-        self._event.set()
+
+class NotifyWakeup:
+    """Wakes a worker loop when PostgreSQL sends NOTIFY on `channel`, else after a timeout."""
+
+    def __init__(self, pool: asyncpg.Pool, channel: str) -> None:
+        self._event = asyncio.Event()
+        self._listener = ChannelListener(pool, channel, lambda _payload: self._event.set())
+
+    async def __aenter__(self) -> NotifyWakeup:
+        await self._listener.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._listener.stop()
 
     async def wait(self, timeout_s: float) -> None:
         """Return on the next NOTIFY (or one that arrived since the last wait) or after

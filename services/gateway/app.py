@@ -24,6 +24,7 @@ from services.gateway import admin_api, channels_api, payments_api, projections,
 from services.gateway.channel_results import submit_channel_payment
 from services.gateway.channels.alipay import AlipayChannel
 from services.gateway.channels.base import ChannelAdapter
+from services.gateway.payment_updates import PaymentUpdates
 from services.gateway.problems import install_problem_handlers
 from services.gateway.settings import GatewaySettings
 
@@ -58,6 +59,10 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
                 timeout_s=gateway_settings.channel_timeout_ms / 1000,
             )
         }
+        payment_updates = PaymentUpdates(context.pool)
+        await payment_updates.start()
+        context.on_stop.append(payment_updates.stop)
+        app.state.payment_updates = payment_updates
         app.state.channels = channels
         app.state.notifier_client = notifier_client
         context.consume(

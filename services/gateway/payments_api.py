@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ from services.gateway.models import (
     PaymentEventView,
     PaymentView,
 )
+from services.gateway.payment_updates import PaymentUpdates
 from services.gateway.problems import PROBLEM_RESPONSES, ApiProblem
 
 log = structlog.get_logger(__name__)
@@ -68,16 +70,20 @@ async def _load_view(
 
 
 async def _wait_for_payment(
-    pool: asyncpg.Pool, merchant_id: str, payment_id: str, wait_ms: int
+    pool: asyncpg.Pool, updates: PaymentUpdates, merchant_id: str, payment_id: str, wait_ms: int
 ) -> PaymentView | None:
-    """Poll the projection until the payer can act or the payment is over, within `wait_ms`."""
+    """The payment once the payer can act or it is over, or as it is after `wait_ms`."""
     deadline = time.monotonic() + wait_ms / 1000
-    view = await _load_view(pool, merchant_id, payment_id)
-    while (
-        view is None or view.status not in SETTLED_VIEW_STATUSES
-    ) and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
+    with updates.watch(payment_id) as changed:
         view = await _load_view(pool, merchant_id, payment_id)
+        while view is None or view.status not in SETTLED_VIEW_STATUSES:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=remaining_s)
+            changed.clear()
+            view = await _load_view(pool, merchant_id, payment_id)
     return view
 
 
@@ -160,7 +166,11 @@ async def create_payment(
     log.info("payment_requested", payment_id=payment_id, correlation_id=correlation)
     response.headers["X-Correlation-Id"] = correlation
     view = await _wait_for_payment(
-        pool, merchant.merchant_id, payment_id, settings.payment_create_wait_ms
+        pool,
+        request.app.state.payment_updates,
+        merchant.merchant_id,
+        payment_id,
+        settings.payment_create_wait_ms,
     ) or _received_view(payment_id, merchant.merchant_id, body)
     if idempotency_key is not None:
         await pool.execute(
