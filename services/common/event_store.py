@@ -56,7 +56,8 @@ async def append_events(
 ) -> None:
     """Append `events` to `stream_id`, which must be at `expected_version` now.
 
-    Raises ConcurrencyConflict when another transaction appended first.
+    Raises ConcurrencyConflict when another transaction appended first; the caller's
+    transaction is then aborted and must be rolled back and retried.
     """
     for offset, event in enumerate(events, start=1):
         invariant(event.aggregate_id == stream_id, "event belongs to another stream")
@@ -66,9 +67,10 @@ async def append_events(
         )
     if not events:
         return
+    # No savepoint: a conflict aborts the caller's transaction, which must then be retried
+    # from a fresh read anyway.
     try:
-        async with connection.transaction():  # a savepoint: the caller's transaction survives
-            await connection.executemany(_INSERT, [_row(event) for event in events])
+        await connection.executemany(_INSERT, [_row(event) for event in events])
     except asyncpg.UniqueViolationError as error:
         if error.constraint_name == "stream_version_unique":
             raise ConcurrencyConflict(stream_id, expected_version) from error
