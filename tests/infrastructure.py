@@ -1,6 +1,6 @@
 """Real infrastructure for tests: a Kafka-protocol broker and a PostgreSQL server.
 
-With a reachable Docker engine the fixtures use testcontainers (Apache Kafka and
+With a reachable Docker engine the fixtures use testcontainers (Kafka in KRaft mode and
 PostgreSQL images). Without one they start the embedded Tansu broker and use the
 PostgreSQL named by PAYRAIL_TEST_DATABASE_URL, else the one on 127.0.0.1:5432, else an
 embedded pgserver. Either way the tests talk to real servers over real connections.
@@ -26,7 +26,8 @@ from services.common.infrastructure import (
     stop_process,
 )
 
-KAFKA_IMAGE = "apache/kafka:3.9.0"
+# testcontainers' KafkaContainer drives the Confluent image (Apache Kafka 3.6 in KRaft mode).
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"
 POSTGRES_IMAGE = "postgres:16-alpine"
 
 
