@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import asyncpg
 import structlog
+from aiokafka import TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -32,7 +33,7 @@ from schemas import Message, Topic, UndecodableMessage, decode, topic_name
 from services.common.broker import DeadLetterPublisher
 from services.common.event_store import ConcurrencyConflict
 from services.common.invariant import InvariantViolation
-from services.common.metrics import MESSAGE_HANDLING_SECONDS, MESSAGES_CONSUMED
+from services.common.metrics import CONSUMER_LAG, MESSAGE_HANDLING_SECONDS, MESSAGES_CONSUMED
 from services.common.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -219,3 +220,14 @@ def subscribe(
             partition=record.partition,
             offset=record.offset,
         )
+        _record_lag(consumer.name, message.consumer, record.topic, record.partition, record.offset)
+
+
+def _record_lag(name: str, kafka_consumer: Any, topic: str, partition: int, offset: int) -> None:
+    # The high watermark comes with every fetch response, so this costs no request.
+    highwater = getattr(kafka_consumer, "highwater", None)
+    if highwater is None:
+        return
+    watermark = highwater(TopicPartition(topic, partition))
+    if watermark is not None:
+        CONSUMER_LAG.labels(name, topic, str(partition)).set(max(watermark - offset - 1, 0))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES_CONSUMED = Counter(
     "payrail_messages_consumed_total",
@@ -30,4 +30,9 @@ PAYMENTS_FINISHED = Counter(
     "Payments that reached a final status, by channel and status; the success rate is "
     "succeeded / all.",
     ["channel", "status"],
+)
+CONSUMER_LAG = Gauge(
+    "payrail_consumer_lag_records",
+    "Records behind the partition's high watermark after the last record handled.",
+    ["consumer", "topic", "partition"],
 )

@@ -313,6 +313,7 @@ def test_metrics_report_payment_outcomes_and_consumer_work(
     ).text
     assert 'payrail_payments_finished_total{channel="alipay",status="failed"}' in metrics
     assert 'payrail_messages_consumed_total{consumer="payment_center:risk.decisions"' in metrics
+    assert 'payrail_consumer_lag_records{consumer="payment_center:risk.decisions"' in metrics
     gateway_metrics = httpx.get(f"{info.api_base_url}/metrics", timeout=5).text
     assert 'route="/v1/payments",status="201"' in gateway_metrics
 
