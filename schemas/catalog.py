@@ -23,7 +23,7 @@ from schemas.channels import (
 )
 from schemas.envelope import Command, Event, Message
 from schemas.ledger import JournalEntryPosted
-from schemas.merchants import MerchantOnboarded
+from schemas.merchants import MerchantOnboarded, MerchantUpdated, upcast_merchant_onboarded_v1_v2
 from schemas.payments import (
     CreatePayment,
     PaymentActionRequired,
@@ -37,6 +37,7 @@ from schemas.topics import Topic
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     MerchantOnboarded,
+    MerchantUpdated,
     PaymentCreated,
     PaymentRiskApproved,
     PaymentActionRequired,
@@ -78,7 +79,9 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 # (type name, from version) -> function returning the message at version + 1. An old
 # shape in the log is upgraded step by step to the current class on read; the stored
 # event itself is never rewritten.
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("MerchantOnboarded", 1): upcast_merchant_onboarded_v1_v2,
+}
 
 
 class UndecodableMessage(ValueError):

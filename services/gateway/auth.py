@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from schemas.common import Channel, FeePlan
+from schemas.merchants import MerchantProfile, MerchantStatus
 from services.gateway.domain import hash_api_key
 from services.gateway.problems import ApiProblem
 
@@ -40,23 +41,21 @@ async def authenticated_merchant(
 ) -> Merchant:
     secret = _credentials(credentials)
     row = await request.app.state.context.pool.fetchrow(
-        "SELECT m.merchant_id, m.channels, m.fee_plans, m.status FROM api_keys k"
-        " JOIN merchants m USING (merchant_id)"
-        " WHERE k.secret_hash = $1 AND k.revoked_at IS NULL",
+        "SELECT m.merchant_id, m.profile FROM api_keys k JOIN merchants m USING (merchant_id)"
+        " WHERE k.secret_hash = $1 AND (k.revoked_at IS NULL OR k.revoked_at > now())",
         hash_api_key(secret),
     )
     if row is None:
         raise ApiProblem(401, "invalid_api_key", "Invalid API key", "The API key is not valid.")
-    if row["status"] != "active":
+    profile = MerchantProfile.model_validate(row["profile"])
+    if profile.status is not MerchantStatus.ACTIVE:
         raise ApiProblem(
             403, "merchant_suspended", "Merchant suspended", "The merchant is suspended."
         )
     return Merchant(
         merchant_id=row["merchant_id"],
-        channels=frozenset(Channel(name) for name in row["channels"]),
-        fee_plans={
-            Channel(name): FeePlan.model_validate(plan) for name, plan in row["fee_plans"].items()
-        },
+        channels=frozenset(profile.channels),
+        fee_plans=dict(profile.fee_plans),
     )
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.common import Channel, FeePlan
+from schemas.merchants import MerchantStatus, SettlementTerms
 from schemas.money import CurrencyCode, PositiveAmountMinor
 
 
@@ -85,27 +86,71 @@ class OnboardMerchantRequest(Body):
         default_factory=lambda: {Channel.ALIPAY: FeePlan(basis_points=60, fixed_minor=0)}
     )
     single_payment_limit_minor: PositiveAmountMinor | None = None
+    settlement_terms: SettlementTerms = Field(default_factory=SettlementTerms)
+    payment_expiry_minutes: int = Field(default=30, strict=True, ge=1, le=10_080)
+    webhook_url: Annotated[str | None, Field(min_length=1, max_length=2048)] = Field(
+        default=None, description="Registers a webhook endpoint for every event type."
+    )
+
+
+class UpdateMerchantRequest(Body):
+    """Fields to change; the others keep their values."""
+
+    name: Annotated[str | None, Field(min_length=1, max_length=200)] = None
+    status: MerchantStatus | None = Field(default=None, description="`suspended` stops its API.")
+    channels: list[Channel] | None = Field(default=None, min_length=1)
+    fee_plans: dict[Channel, FeePlan] | None = None
+    single_payment_limit_minor: PositiveAmountMinor | None = None
+    settlement_terms: SettlementTerms | None = None
+    payment_expiry_minutes: int | None = Field(default=None, strict=True, ge=1, le=10_080)
 
 
 class MerchantView(BaseModel):
     id: str
     object: str = "merchant"
     name: str
-    channels: list[str]
-    fee_plans: dict[str, FeePlan]
+    status: MerchantStatus
+    channels: list[Channel]
+    fee_plans: dict[Channel, FeePlan]
     single_payment_limit_minor: int | None
-    status: str
+    settlement_terms: SettlementTerms
+    payment_expiry_minutes: int
+    version: int = Field(description="Changes with every update of the merchant.")
 
 
 class ApiKeyView(BaseModel):
     id: str
+    object: str = "api_key"
+    merchant_id: str
     prefix: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class IssuedApiKeyView(ApiKeyView):
     secret: str = Field(description="Shown once; only a hash is stored.")
+
+
+class ApiKeyList(BaseModel):
+    data: list[ApiKeyView]
+
+
+class RotateApiKeyRequest(Body):
+    grace_seconds: int = Field(
+        default=0,
+        strict=True,
+        ge=0,
+        le=7 * 86_400,
+        description="How long the old key keeps working beside the new one.",
+    )
 
 
 class OnboardedMerchantView(BaseModel):
     merchant: MerchantView
-    api_key: ApiKeyView
+    api_key: IssuedApiKeyView
+    webhook_endpoint: dict[str, Any] | None = Field(
+        default=None, description="The endpoint registered for `webhook_url`, with its secret."
+    )
 
 
 class CreateWebhookEndpointRequest(Body):

@@ -7,7 +7,7 @@ from functools import partial
 from fastapi import FastAPI
 
 from schemas import Topic
-from schemas.merchants import MerchantOnboarded
+from schemas.merchants import MerchantOnboarded, MerchantUpdated
 from schemas.payments import PaymentCreated
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
@@ -20,7 +20,11 @@ def create_app(settings: RiskSettings | None = None, clock: Clock | None = None)
 
     async def wire(context: ServiceContext) -> None:
         context.consume(
-            Topic.MERCHANTS_EVENTS, {MerchantOnboarded: handlers.record_merchant_limits}
+            Topic.MERCHANTS_EVENTS,
+            {
+                MerchantOnboarded: handlers.record_merchant_limits,
+                MerchantUpdated: handlers.record_merchant_limits,
+            },
         )
         context.consume(
             Topic.PAYMENTS_EVENTS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
-from schemas.merchants import MerchantOnboarded
+from schemas.merchants import MerchantOnboarded, MerchantUpdated
 from schemas.payments import PaymentCreated
 from schemas.risk import RiskDecisionMade
 from services.common.clock import Clock
@@ -16,7 +16,10 @@ from services.risk import domain
 log = structlog.get_logger(__name__)
 
 
-async def record_merchant_limits(connection: asyncpg.Connection, event: MerchantOnboarded) -> None:
+async def record_merchant_limits(
+    connection: asyncpg.Connection, event: MerchantOnboarded | MerchantUpdated
+) -> None:
+    """Keep the merchant's latest limits; events of one merchant arrive in order."""
     await connection.execute(
         "INSERT INTO merchant_limits (merchant_id, single_payment_limit_minor) VALUES ($1, $2)"
         " ON CONFLICT (merchant_id) DO UPDATE"
