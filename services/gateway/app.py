@@ -20,7 +20,14 @@ from schemas.payments import (
 )
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
-from services.gateway import admin_api, channels_api, payments_api, projections, webhooks_api
+from services.gateway import (
+    admin_api,
+    channels_api,
+    events_api,
+    payments_api,
+    projections,
+    webhooks_api,
+)
 from services.gateway.channel_results import submit_channel_payment
 from services.gateway.channels.alipay import AlipayChannel
 from services.gateway.channels.base import ChannelAdapter
@@ -41,7 +48,7 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
     )
     app.state.gateway_settings = gateway_settings
     install_problem_handlers(app)
-    for module in (payments_api, admin_api, webhooks_api, channels_api):
+    for module in (payments_api, events_api, admin_api, webhooks_api, channels_api):
         app.include_router(module.router)
 
     async def wire(context: ServiceContext) -> None:

@@ -6,20 +6,35 @@ import asyncio
 import contextlib
 import time
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
 import structlog
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from schemas import new_command
+from schemas.common import Channel
 from schemas.payments import CreatePayment, PaymentTerms
 from services.common.db import Connection
 from services.common.event_store import enqueue_commands
 from services.common.ids import new_prefixed_id
 from services.common.invariant import InvariantViolation
 from services.gateway.auth import MerchantDependency
-from services.gateway.domain import RECEIVED_STATUS, SETTLED_VIEW_STATUSES, request_fingerprint
+from services.gateway.domain import (
+    RECEIVED_STATUS,
+    SETTLED_VIEW_STATUSES,
+    STATUS_AFTER_EVENT,
+    request_fingerprint,
+)
+from services.gateway.listing import (
+    LIMIT_DEFAULT,
+    Limit,
+    Page,
+    StartingAfter,
+    page_of,
+    unknown_cursor,
+)
 from services.gateway.models import (
     BalanceAmount,
     BalanceView,
@@ -216,6 +231,61 @@ async def _replay(
     return await _load_view(connection, merchant_id, row["payment_id"]) or _received_view(
         row["payment_id"], merchant_id, body
     )
+
+
+PAYMENT_STATUSES = (RECEIVED_STATUS, *STATUS_AFTER_EVENT.values())
+
+
+class PaymentPage(Page):
+    data: list[PaymentView]
+
+
+@router.get("/v1/payments", response_model=PaymentPage)
+async def list_payments(
+    request: Request,
+    merchant: MerchantDependency,
+    limit: Limit = LIMIT_DEFAULT,
+    starting_after: StartingAfter = None,
+    status: Annotated[str | None, Query(description=f"One of {PAYMENT_STATUSES}.")] = None,
+    channel: Channel | None = None,
+    order_id: Annotated[str | None, Query(max_length=128)] = None,
+    created_gte: Annotated[datetime | None, Query(alias="created[gte]")] = None,
+    created_lt: Annotated[datetime | None, Query(alias="created[lt]")] = None,
+) -> Any:
+    """The merchant's payments, newest first, filtered and paginated by cursor."""
+    if status is not None and status not in PAYMENT_STATUSES:
+        raise ApiProblem(
+            422, "invalid_request", "Unknown status", f"status must be one of {PAYMENT_STATUSES}"
+        )
+    pool: asyncpg.Pool = request.app.state.context.pool
+    async with pool.acquire() as connection:
+        if starting_after is not None and not await connection.fetchval(
+            "SELECT true FROM payments WHERE payment_id = $1 AND merchant_id = $2",
+            starting_after,
+            merchant.merchant_id,
+        ):
+            raise unknown_cursor(starting_after)
+        rows = await connection.fetch(
+            "SELECT * FROM payments WHERE merchant_id = $1"
+            " AND ($2::text IS NULL OR status = $2)"
+            " AND ($3::text IS NULL OR channel = $3)"
+            " AND ($4::text IS NULL OR order_id = $4)"
+            " AND ($5::timestamptz IS NULL OR created_at >= $5)"
+            " AND ($6::timestamptz IS NULL OR created_at < $6)"
+            " AND ($7::text IS NULL OR (created_at, payment_id) <"
+            "      (SELECT created_at, payment_id FROM payments WHERE payment_id = $7))"
+            " ORDER BY created_at DESC, payment_id DESC LIMIT $8",
+            merchant.merchant_id,
+            status,
+            channel.value if channel else None,
+            order_id,
+            created_gte,
+            created_lt,
+            starting_after,
+            limit + 1,
+        )
+    page, has_more, cursor = page_of(list(rows), limit, "payment_id")
+    return PaymentPage(data=[_view(row) for row in page], has_more=has_more, next_cursor=cursor)
 
 
 @router.get("/v1/payments/{payment_id}", response_model=PaymentDetailView)

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
 
 from schemas import Event
 from schemas.ledger import JournalEntryPosted
 from schemas.payments import PaymentActionRequired, PaymentCreated, PaymentFailed
+from schemas.public_events import PUBLIC_EVENT_TYPES, public_event_document
 from services.gateway.domain import STATUS_AFTER_EVENT, merchant_balance_bucket
 
 
 async def project_payment_event(connection: asyncpg.Connection, event: Event) -> None:
-    """Fold one payments.events event into the payment row and its timeline."""
+    """Fold one payments.events event into the payment row, its timeline and, for a
+    public event, the merchant's event list."""
+    if type(event) in PUBLIC_EVENT_TYPES:
+        await connection.execute(
+            "INSERT INTO merchant_events (event_id, merchant_id, type, created_at, document)"
+            " VALUES ($1, $2, $3, $4, $5::text::jsonb) ON CONFLICT DO NOTHING",
+            event.event_id,
+            event.merchant_id,
+            PUBLIC_EVENT_TYPES[type(event)],
+            event.occurred_at,
+            json.dumps(public_event_document(event)),
+        )
     await connection.execute(
         "INSERT INTO payment_timeline"
         " (event_id, payment_id, event_type, aggregate_version, occurred_at, data)"

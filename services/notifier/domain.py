@@ -9,20 +9,20 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 from urllib.parse import urlsplit
 
 from schemas.envelope import Event
-from schemas.payments import PaymentFailed, PaymentSucceeded
+from schemas.public_events import (
+    PUBLIC_EVENT_TYPES,
+    NotPublic,
+    public_event_document,
+    public_event_type,
+)
 
 WILDCARD = "*"
 
-# Event classes merchants may subscribe to, by their dotted webhook type name. A new
-# subscribable event is one line here plus its `data.object` builder below.
-WEBHOOK_EVENT_TYPES: dict[type[Event], str] = {
-    PaymentSucceeded: "payment.succeeded",
-    PaymentFailed: "payment.failed",
-}
+# Merchants may subscribe to every public event (schemas/public_events.py).
+WEBHOOK_EVENT_TYPES = PUBLIC_EVENT_TYPES
 SUBSCRIBABLE_EVENT_TYPES: frozenset[str] = frozenset(WEBHOOK_EVENT_TYPES.values())
 
 # Stripe's limit: more endpoints per merchant are a configuration mistake, and the limit
@@ -63,19 +63,12 @@ class InvalidEvents(NotifierError):
     code = "invalid_events"
 
 
-class UnsupportedEvent(ValueError):
-    """An event type that no webhook exists for. A wiring mistake, never merchant input."""
+# An event type that no webhook exists for. A wiring mistake, never merchant input.
+UnsupportedEvent = NotPublic
 
 
-def webhook_event_type(event: Event) -> str:
-    """Return the dotted webhook type of `event`, e.g. `payment.succeeded`.
-
-    Raises UnsupportedEvent for an event class merchants cannot subscribe to.
-    """
-    name = WEBHOOK_EVENT_TYPES.get(type(event))
-    if name is None:
-        raise UnsupportedEvent(f"no webhook type for {type(event).__name__}")
-    return name
+# The dotted webhook type of an event, e.g. `payment.succeeded`; raises UnsupportedEvent.
+webhook_event_type = public_event_type
 
 
 def check_endpoint_url(url: str) -> str:
@@ -123,44 +116,13 @@ def subscribes_to(endpoint_events: Sequence[str], event_type: str) -> bool:
     return WILDCARD in endpoint_events or event_type in endpoint_events
 
 
-def _payment_object(event: PaymentSucceeded | PaymentFailed) -> dict[str, Any]:
-    payload = event.payload
-    failure: dict[str, Any] | None = None
-    if isinstance(event, PaymentFailed):
-        failure = {
-            "code": event.payload.failure.code,
-            "message": event.payload.failure.message,
-            "rule_ids": list(event.payload.failure.rule_ids),
-        }
-    return {
-        "id": event.aggregate_id,
-        "object": "payment",
-        "merchant_id": event.merchant_id,
-        "order_id": payload.order_id,
-        "amount": payload.amount_minor,
-        "currency": payload.currency,
-        "channel": payload.channel.value,
-        "description": payload.description,
-        "status": "succeeded" if isinstance(event, PaymentSucceeded) else "failed",
-        "failure": failure,
-    }
-
-
 def webhook_body(event: Event) -> bytes:
-    """Return the exact JSON bytes (compact, UTF-8) every attempt of this webhook sends.
+    """Return the exact JSON bytes (compact, UTF-8) every attempt of this webhook sends:
+    the public event document, the same one `GET /v1/events/{id}` returns.
 
     Raises UnsupportedEvent for an event class merchants cannot subscribe to.
     """
-    event_type = webhook_event_type(event)
-    if not isinstance(event, PaymentSucceeded | PaymentFailed):
-        raise UnsupportedEvent(f"no webhook body for {type(event).__name__}")
-    document = {
-        "id": str(event.event_id),
-        "type": event_type,
-        "created": int(event.occurred_at.timestamp()),
-        "livemode": False,
-        "data": {"object": _payment_object(event)},
-    }
+    document = public_event_document(event)
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from services.common.launcher import LauncherSettings, Platform, PlatformInfo
@@ -64,3 +65,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if str(item.fspath).startswith(here):
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def api(info: PlatformInfo) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=info.api_base_url,
+        headers={"Authorization": f"Bearer {info.demo_api_key}"},
+        timeout=15.0,
+    ) as client:
+        yield client

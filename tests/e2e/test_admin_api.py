@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from services.common.launcher import PlatformInfo
-from tests.e2e.test_payment_flow import eventually, new_payment
+from tests.e2e.helpers import as_merchant, eventually, new_payment
 
 
 @pytest.fixture
@@ -24,12 +24,6 @@ def admin(info: PlatformInfo) -> Iterator[httpx.Client]:
         timeout=15.0,
     ) as client:
         yield client
-
-
-def as_merchant(info: PlatformInfo, api_key: str) -> httpx.Client:
-    return httpx.Client(
-        base_url=info.api_base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=15.0
-    )
 
 
 def onboard(admin: httpx.Client, **fields: Any) -> dict[str, Any]:

@@ -7,8 +7,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -19,52 +17,10 @@ from aiokafka import AIOKafkaProducer
 from schemas import Topic, topic_name
 from services.common.launcher import PlatformInfo
 from services.gateway.channels.alipay_protocol import signed
+from tests.e2e.helpers import balance_of, eventually, new_payment, webhook_lines
 from tests.support.kafka import read_topic
 
 T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], timeout_s: float = 30.0, what: str = "") -> T:
-    """Poll `probe` until it returns something truthy, or fail after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = probe()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what or probe}")
-
-
-@pytest.fixture
-def api(info: PlatformInfo) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=info.api_base_url,
-        headers={"Authorization": f"Bearer {info.demo_api_key}"},
-        timeout=15.0,
-    ) as client:
-        yield client
-
-
-def new_payment(amount: int | float = 1999, **overrides: Any) -> dict[str, Any]:
-    return {
-        "amount": amount,
-        "currency": "CNY",
-        "channel": "alipay",
-        "order_id": f"order-{uuid.uuid4().hex[:10]}",
-        "description": "Two coffees",
-        **overrides,
-    }
-
-
-def webhook_lines(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def balance_of(api: httpx.Client, currency: str) -> dict[str, int]:
-    balances = api.get("/v1/balance").json()["balances"]
-    return next((b for b in balances if b["currency"] == currency), {"pending": 0, "available": 0})
 
 
 def test_a_paid_payment_succeeds_posts_to_the_ledger_and_is_delivered_by_webhook(

@@ -1,0 +1,72 @@
+"""Events as merchants see them: in webhooks and from `GET /v1/events`, one shape.
+
+A public event is `{"id", "type", "created", "livemode", "data": {"object": ...}}` with a
+dotted type such as `payment.succeeded`, as in Stripe's Events API. Only the events named
+here are public; the rest of the bus is internal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.envelope import Event
+from schemas.payments import PaymentFailed, PaymentSucceeded
+
+# A new public event is one line here plus its `data.object` in `public_object` below.
+PUBLIC_EVENT_TYPES: dict[type[Event], str] = {
+    PaymentSucceeded: "payment.succeeded",
+    PaymentFailed: "payment.failed",
+}
+
+
+class NotPublic(ValueError):
+    """An event merchants never see. A wiring mistake, never merchant input."""
+
+
+def public_event_type(event: Event) -> str:
+    """The dotted public type of `event`. Raises NotPublic for an internal event."""
+    name = PUBLIC_EVENT_TYPES.get(type(event))
+    if name is None:
+        raise NotPublic(f"no public type for {type(event).__name__}")
+    return name
+
+
+def _payment_object(event: PaymentSucceeded | PaymentFailed) -> dict[str, Any]:
+    payload = event.payload
+    failure: dict[str, Any] | None = None
+    if isinstance(event, PaymentFailed):
+        failure = {
+            "code": event.payload.failure.code,
+            "message": event.payload.failure.message,
+            "rule_ids": list(event.payload.failure.rule_ids),
+        }
+    return {
+        "id": event.aggregate_id,
+        "object": "payment",
+        "merchant_id": event.merchant_id,
+        "order_id": payload.order_id,
+        "amount": payload.amount_minor,
+        "currency": payload.currency,
+        "channel": payload.channel.value,
+        "description": payload.description,
+        "status": "succeeded" if isinstance(event, PaymentSucceeded) else "failed",
+        "failure": failure,
+    }
+
+
+def public_object(event: Event) -> dict[str, Any]:
+    """The `data.object` of a public event. Raises NotPublic for an internal event."""
+    if isinstance(event, PaymentSucceeded | PaymentFailed):
+        return _payment_object(event)
+    raise NotPublic(f"no public object for {type(event).__name__}")
+
+
+def public_event_document(event: Event) -> dict[str, Any]:
+    """The whole public event. Raises NotPublic for an internal event."""
+    return {
+        "id": str(event.event_id),
+        "type": public_event_type(event),
+        "created": int(event.occurred_at.timestamp()),
+        "livemode": False,
+        "data": {"object": public_object(event)},
+    }

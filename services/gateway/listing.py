@@ -1,0 +1,41 @@
+"""Cursor pagination shared by the list endpoints: newest first, `starting_after` an id."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Query
+from pydantic import BaseModel, Field
+
+from services.gateway.problems import ApiProblem
+
+LIMIT_DEFAULT = 20
+LIMIT_MAX = 100
+
+Limit = Annotated[int, Query(ge=1, le=LIMIT_MAX, description="Items per page.")]
+StartingAfter = Annotated[
+    str | None,
+    Query(max_length=128, description="Cursor: the id of the last item of the previous page."),
+]
+
+
+class Page(BaseModel):
+    object: str = "list"
+    data: list[Any]
+    has_more: bool
+    next_cursor: str | None = Field(
+        description="Pass as `starting_after` for the next page; null on the last page."
+    )
+
+
+def page_of(rows: list[Any], limit: int, id_of: str) -> tuple[list[Any], bool, str | None]:
+    """Split `limit + 1` fetched rows into one page, whether more exist, and the cursor."""
+    has_more = len(rows) > limit
+    page = rows[:limit]
+    return page, has_more, (page[-1][id_of] if has_more and page else None)
+
+
+def unknown_cursor(cursor: str) -> ApiProblem:
+    return ApiProblem(
+        422, "invalid_cursor", "Invalid cursor", f"starting_after {cursor!r} is not in this list."
+    )
