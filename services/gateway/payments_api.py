@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import asyncpg
@@ -141,14 +141,23 @@ async def create_payment(
     fingerprint = request_fingerprint("POST", "/v1/payments", body.model_dump(mode="json"))
     async with pool.acquire() as connection, connection.transaction():
         if idempotency_key is not None:
+            # A key is remembered for the retention period; after it the key is free to
+            # name a new request. Two requests with one key serialise on the row.
+            now = context.clock.now()
             claimed = await connection.fetchval(
                 "INSERT INTO idempotency_keys"
-                " (merchant_id, idempotency_key, request_hash, payment_id)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
+                " (merchant_id, idempotency_key, request_hash, payment_id, created_at)"
+                " VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (merchant_id, idempotency_key) DO UPDATE SET"
+                " request_hash = EXCLUDED.request_hash, payment_id = EXCLUDED.payment_id,"
+                " response_status = NULL, response_body = NULL, created_at = EXCLUDED.created_at"
+                " WHERE idempotency_keys.created_at < $6 RETURNING true",
                 merchant.merchant_id,
                 idempotency_key,
                 fingerprint,
                 payment_id,
+                now,
+                now - timedelta(hours=settings.idempotency_key_retention_hours),
             )
             if not claimed:
                 return await _replay(

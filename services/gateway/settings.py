@@ -21,6 +21,12 @@ class GatewaySettings(ServiceSettings):
         le=30_000,
         description="How long POST /v1/payments waits for the payment to reach the payer step.",
     )
+    idempotency_key_retention_hours: int = Field(
+        default=24,
+        ge=1,
+        le=24 * 30,
+        description="How long an Idempotency-Key replays its first response.",
+    )
     psp_base_url: str = Field(
         default="http://127.0.0.1:8100", description="Base URL of the PSP (simulator) API."
     )

@@ -335,3 +335,47 @@ def test_a_poison_message_is_dead_lettered_and_the_platform_keeps_going(
 
     after = api.post("/v1/payments", json=new_payment())
     assert after.json()["status"] == "requires_payment"
+
+
+def test_concurrent_requests_with_one_idempotency_key_create_one_payment(
+    api: httpx.Client, info: PlatformInfo
+) -> None:
+    key = uuid.uuid4().hex
+    body = new_payment()
+
+    async def post_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            base_url=info.api_base_url,
+            headers={"Authorization": f"Bearer {info.demo_api_key}", "Idempotency-Key": key},
+            timeout=15,
+        ) as client:
+            return await asyncio.gather(*(client.post("/v1/payments", json=body) for _ in range(8)))
+
+    answers = asyncio.run(post_all())
+    assert all(answer.status_code in (200, 201) for answer in answers), [a.text for a in answers]
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    listed = api.get("/v1/payments", params={"order_id": body["order_id"]}).json()["data"]
+    assert len(listed) == 1
+
+
+def test_an_idempotency_key_is_free_again_after_its_retention(
+    api: httpx.Client, info: PlatformInfo
+) -> None:
+    key = uuid.uuid4().hex
+    first = api.post("/v1/payments", json=new_payment(), headers={"Idempotency-Key": key}).json()
+
+    async def age_the_key() -> None:
+        connection = await asyncpg.connect(info.database_url, timeout=10)
+        try:
+            await connection.execute(
+                "UPDATE gateway.idempotency_keys SET created_at = created_at - interval '25 hours'"
+                " WHERE idempotency_key = $1",
+                key,
+            )
+        finally:
+            await connection.close()
+
+    asyncio.run(age_the_key())
+    again = api.post("/v1/payments", json=new_payment(amount=5), headers={"Idempotency-Key": key})
+    assert again.status_code == 201, again.text
+    assert again.json()["id"] != first["id"]
