@@ -19,18 +19,23 @@ from schemas.channels import (
     ChannelPaymentPrepared,
     ChannelPaymentRejected,
     ChannelPaymentSucceeded,
+    CloseChannelTrade,
     SubmitChannelPayment,
 )
 from schemas.envelope import Command, Event, Message
 from schemas.ledger import JournalEntryPosted
 from schemas.merchants import MerchantOnboarded, MerchantUpdated, upcast_merchant_onboarded_v1_v2
 from schemas.payments import (
+    CancelPayment,
     CreatePayment,
     PaymentActionRequired,
+    PaymentCanceled,
     PaymentCreated,
+    PaymentExpired,
     PaymentFailed,
     PaymentRiskApproved,
     PaymentSucceeded,
+    upcast_add_expires_at,
 )
 from schemas.risk import RiskDecisionMade
 from schemas.topics import Topic
@@ -43,13 +48,20 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PaymentActionRequired,
     PaymentSucceeded,
     PaymentFailed,
+    PaymentCanceled,
+    PaymentExpired,
     RiskDecisionMade,
     ChannelPaymentPrepared,
     ChannelPaymentRejected,
     ChannelPaymentSucceeded,
     JournalEntryPosted,
 )
-COMMAND_TYPES: tuple[type[Command], ...] = (CreatePayment, SubmitChannelPayment)
+COMMAND_TYPES: tuple[type[Command], ...] = (
+    CreatePayment,
+    CancelPayment,
+    SubmitChannelPayment,
+    CloseChannelTrade,
+)
 MESSAGE_TYPES: tuple[type[Event] | type[Command], ...] = EVENT_TYPES + COMMAND_TYPES
 
 
@@ -81,6 +93,8 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 # event itself is never rewritten.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("MerchantOnboarded", 1): upcast_merchant_onboarded_v1_v2,
+    ("CreatePayment", 1): upcast_add_expires_at,
+    ("PaymentCreated", 1): upcast_add_expires_at,
 }
 
 

@@ -31,6 +31,18 @@ class SubmitChannelPayment(Command):
     payload: SubmitChannelPaymentPayload
 
 
+class CloseChannelTradePayload(Contract):
+    channel: Channel
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class CloseChannelTrade(Command):
+    topic: ClassVar[Topic] = Topic.CHANNEL_COMMANDS
+    command_type: Literal["CloseChannelTrade"] = "CloseChannelTrade"
+    schema_version: Literal[1] = 1
+    payload: CloseChannelTradePayload
+
+
 class ChannelPaymentPreparedPayload(Contract):
     channel: Channel
     channel_trade_id: str = Field(min_length=1, max_length=128)

@@ -23,16 +23,60 @@ class PaymentTerms(Contract):
     fee_plan: FeePlan
 
 
+class PaymentRequest(PaymentTerms):
+    """A new payment: its terms and when it expires if it is still unpaid."""
+
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="None for payments created before expiry existed."
+    )
+
+
 class CreatePayment(Command):
     topic: ClassVar[Topic] = Topic.PAYMENTS_COMMANDS
     command_type: Literal["CreatePayment"] = "CreatePayment"
-    schema_version: Literal[1] = 1
-    payload: PaymentTerms
+    schema_version: Literal[2] = 2
+    payload: PaymentRequest
 
 
 class PaymentCreated(Event):
     topic: ClassVar[Topic] = Topic.PAYMENTS_EVENTS
     event_type: Literal["PaymentCreated"] = "PaymentCreated"
+    schema_version: Literal[2] = 2
+    payload: PaymentRequest
+
+
+def upcast_add_expires_at(raw: dict[str, object]) -> dict[str, object]:
+    """v1 of CreatePayment and PaymentCreated had no expiry: such payments never expire."""
+    payload = dict(raw["payload"])  # type: ignore[call-overload]
+    payload.setdefault("expires_at", None)
+    return {**raw, "payload": payload, "schema_version": 2}
+
+
+class CancelPaymentPayload(Contract):
+    reason: str = Field(default="requested_by_merchant", min_length=1, max_length=200)
+
+
+class CancelPayment(Command):
+    topic: ClassVar[Topic] = Topic.PAYMENTS_COMMANDS
+    command_type: Literal["CancelPayment"] = "CancelPayment"
+    schema_version: Literal[1] = 1
+    payload: CancelPaymentPayload
+
+
+class PaymentCanceledPayload(PaymentTerms):
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class PaymentCanceled(Event):
+    topic: ClassVar[Topic] = Topic.PAYMENTS_EVENTS
+    event_type: Literal["PaymentCanceled"] = "PaymentCanceled"
+    schema_version: Literal[1] = 1
+    payload: PaymentCanceledPayload
+
+
+class PaymentExpired(Event):
+    topic: ClassVar[Topic] = Topic.PAYMENTS_EVENTS
+    event_type: Literal["PaymentExpired"] = "PaymentExpired"
     schema_version: Literal[1] = 1
     payload: PaymentTerms
 

@@ -10,12 +10,22 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.envelope import Event
-from schemas.payments import PaymentFailed, PaymentSucceeded
+from schemas.payments import PaymentCanceled, PaymentExpired, PaymentFailed, PaymentSucceeded
 
 # A new public event is one line here plus its `data.object` in `public_object` below.
 PUBLIC_EVENT_TYPES: dict[type[Event], str] = {
     PaymentSucceeded: "payment.succeeded",
     PaymentFailed: "payment.failed",
+    PaymentCanceled: "payment.canceled",
+    PaymentExpired: "payment.expired",
+}
+
+PaymentOutcome = PaymentSucceeded | PaymentFailed | PaymentCanceled | PaymentExpired
+_STATUS_OF: dict[type[Event], str] = {
+    PaymentSucceeded: "succeeded",
+    PaymentFailed: "failed",
+    PaymentCanceled: "canceled",
+    PaymentExpired: "expired",
 }
 
 
@@ -31,7 +41,7 @@ def public_event_type(event: Event) -> str:
     return name
 
 
-def _payment_object(event: PaymentSucceeded | PaymentFailed) -> dict[str, Any]:
+def _payment_object(event: PaymentOutcome) -> dict[str, Any]:
     payload = event.payload
     failure: dict[str, Any] | None = None
     if isinstance(event, PaymentFailed):
@@ -49,14 +59,14 @@ def _payment_object(event: PaymentSucceeded | PaymentFailed) -> dict[str, Any]:
         "currency": payload.currency,
         "channel": payload.channel.value,
         "description": payload.description,
-        "status": "succeeded" if isinstance(event, PaymentSucceeded) else "failed",
+        "status": _STATUS_OF[type(event)],
         "failure": failure,
     }
 
 
 def public_object(event: Event) -> dict[str, Any]:
     """The `data.object` of a public event. Raises NotPublic for an internal event."""
-    if isinstance(event, PaymentSucceeded | PaymentFailed):
+    if isinstance(event, PaymentOutcome):
         return _payment_object(event)
     raise NotPublic(f"no public object for {type(event).__name__}")
 

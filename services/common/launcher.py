@@ -39,7 +39,7 @@ log = structlog.get_logger(__name__)
 # (service, its migration packages). The schema of each service is its name.
 SERVICE_MIGRATIONS: dict[str, tuple[str, ...]] = {
     "gateway": ("services.gateway.migrations",),
-    "payment_center": (),
+    "payment_center": ("services.payment_center.migrations",),
     "ledger": ("services.ledger.migrations",),
     "risk": ("services.risk.migrations",),
     "notifier": ("services.notifier.migrations",),

@@ -8,16 +8,9 @@ import httpx
 from fastapi import FastAPI
 
 from schemas import Topic
-from schemas.channels import SubmitChannelPayment
+from schemas.channels import CloseChannelTrade, SubmitChannelPayment
 from schemas.common import Channel
 from schemas.ledger import JournalEntryPosted
-from schemas.payments import (
-    PaymentActionRequired,
-    PaymentCreated,
-    PaymentFailed,
-    PaymentRiskApproved,
-    PaymentSucceeded,
-)
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
 from services.gateway import (
@@ -28,9 +21,10 @@ from services.gateway import (
     projections,
     webhooks_api,
 )
-from services.gateway.channel_results import submit_channel_payment
+from services.gateway.channel_results import close_channel_trade, submit_channel_payment
 from services.gateway.channels.alipay import AlipayChannel
 from services.gateway.channels.base import ChannelAdapter
+from services.gateway.domain import STATUS_AFTER_EVENT
 from services.gateway.payment_updates import PaymentUpdates
 from services.gateway.problems import install_problem_handlers
 from services.gateway.settings import GatewaySettings
@@ -77,21 +71,13 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
             {
                 SubmitChannelPayment: partial(
                     submit_channel_payment, channels=channels, clock=context.clock
-                )
+                ),
+                CloseChannelTrade: partial(close_channel_trade, channels=channels),
             },
         )
         context.consume(
             Topic.PAYMENTS_EVENTS,
-            {
-                event_type: projections.project_payment_event
-                for event_type in (
-                    PaymentCreated,
-                    PaymentRiskApproved,
-                    PaymentActionRequired,
-                    PaymentSucceeded,
-                    PaymentFailed,
-                )
-            },
+            {event_type: projections.project_payment_event for event_type in STATUS_AFTER_EVENT},
         )
         context.consume(
             Topic.LEDGER_EVENTS, {JournalEntryPosted: projections.project_journal_entry}

@@ -22,6 +22,7 @@ class Merchant:
     merchant_id: str
     channels: frozenset[Channel]
     fee_plans: dict[Channel, FeePlan]
+    payment_expiry_minutes: int
 
 
 def _credentials(credentials: HTTPAuthorizationCredentials | None) -> str:
@@ -56,6 +57,7 @@ async def authenticated_merchant(
         merchant_id=row["merchant_id"],
         channels=frozenset(profile.channels),
         fee_plans=dict(profile.fee_plans),
+        payment_expiry_minutes=profile.payment_expiry_minutes,
     )
 
 

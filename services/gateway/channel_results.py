@@ -20,6 +20,7 @@ from schemas.channels import (
     ChannelPaymentRejectedPayload,
     ChannelPaymentSucceeded,
     ChannelPaymentSucceededPayload,
+    CloseChannelTrade,
     SubmitChannelPayment,
 )
 from schemas.common import Channel, Failure, NextAction
@@ -119,6 +120,37 @@ async def submit_channel_payment(
         clock=clock,
         cause=command,
     )
+
+
+async def close_channel_trade(
+    connection: asyncpg.Connection,
+    command: CloseChannelTrade,
+    *,
+    channels: Mapping[Channel, ChannelAdapter],
+) -> None:
+    """Close the channel's trade of a canceled or expired payment, so the payer can no
+    longer pay it.
+
+    Raises TransientError when the channel is unreachable (the command is retried). A
+    trade the payer already paid cannot be closed: the channel's success notification
+    reaches payment_center as a late payment.
+    """
+    adapter = channels.get(command.payload.channel)
+    if adapter is None:
+        return
+    try:
+        await adapter.close(payment_id=command.aggregate_id)
+    except ChannelUnavailable as error:
+        raise TransientError(f"channel {command.payload.channel.value}: {error}") from error
+    except ChannelRejected as error:
+        log.warning(
+            "channel_trade_not_closed",
+            payment_id=command.aggregate_id,
+            code=error.code,
+            reason=command.payload.reason,
+        )
+        return
+    log.info("channel_trade_closed", payment_id=command.aggregate_id, reason=command.payload.reason)
 
 
 class UnknownChannelTrade(Exception):

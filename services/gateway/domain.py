@@ -9,7 +9,9 @@ from typing import Any
 from schemas import Event
 from schemas.payments import (
     PaymentActionRequired,
+    PaymentCanceled,
     PaymentCreated,
+    PaymentExpired,
     PaymentFailed,
     PaymentRiskApproved,
     PaymentSucceeded,
@@ -21,7 +23,11 @@ API_KEY_DISPLAY_PREFIX_LENGTH = 12
 RECEIVED_STATUS = "received"
 
 # Statuses after which POST /v1/payments stops waiting: the payer can act, or it is over.
-SETTLED_VIEW_STATUSES = frozenset({"requires_payment", "succeeded", "failed"})
+SETTLED_VIEW_STATUSES = frozenset(
+    {"requires_payment", "succeeded", "failed", "canceled", "expired"}
+)
+# Statuses no input changes any more.
+FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "expired"})
 
 STATUS_AFTER_EVENT: dict[type[Event], str] = {
     PaymentCreated: "awaiting_risk",
@@ -29,6 +35,8 @@ STATUS_AFTER_EVENT: dict[type[Event], str] = {
     PaymentActionRequired: "requires_payment",
     PaymentSucceeded: "succeeded",
     PaymentFailed: "failed",
+    PaymentCanceled: "canceled",
+    PaymentExpired: "expired",
 }
 
 

@@ -24,6 +24,10 @@ class CreatePaymentRequest(Body):
     description: Annotated[str, Field(max_length=1000)] = ""
 
 
+class CancelPaymentRequest(Body):
+    reason: Annotated[str, Field(min_length=1, max_length=200)] = "requested_by_merchant"
+
+
 class NextActionView(BaseModel):
     type: str
     url: str

@@ -15,13 +15,14 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from schemas import new_command
 from schemas.common import Channel
-from schemas.payments import CreatePayment, PaymentTerms
+from schemas.payments import CancelPayment, CancelPaymentPayload, CreatePayment, PaymentRequest
 from services.common.db import Connection
 from services.common.event_store import enqueue_commands
 from services.common.ids import new_prefixed_id
 from services.common.invariant import InvariantViolation
 from services.gateway.auth import MerchantDependency
 from services.gateway.domain import (
+    FINAL_STATUSES,
     RECEIVED_STATUS,
     SETTLED_VIEW_STATUSES,
     STATUS_AFTER_EVENT,
@@ -38,6 +39,7 @@ from services.gateway.listing import (
 from services.gateway.models import (
     BalanceAmount,
     BalanceView,
+    CancelPaymentRequest,
     CreatePaymentRequest,
     PaymentDetailView,
     PaymentEventView,
@@ -84,14 +86,19 @@ async def _load_view(
     return _view(row) if row is not None else None
 
 
-async def _wait_for_payment(
-    pool: asyncpg.Pool, updates: PaymentUpdates, merchant_id: str, payment_id: str, wait_ms: int
+async def _wait_for_status(
+    pool: asyncpg.Pool,
+    updates: PaymentUpdates,
+    merchant_id: str,
+    payment_id: str,
+    statuses: frozenset[str],
+    wait_ms: int,
 ) -> PaymentView | None:
-    """The payment once the payer can act or it is over, or as it is after `wait_ms`."""
+    """The payment once its status is one of `statuses`, or as it is after `wait_ms`."""
     deadline = time.monotonic() + wait_ms / 1000
     with updates.watch(payment_id) as changed:
         view = await _load_view(pool, merchant_id, payment_id)
-        while view is None or view.status not in SETTLED_VIEW_STATUSES:
+        while view is None or view.status not in statuses:
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
                 break
@@ -171,13 +178,14 @@ async def create_payment(
                 )
         command = new_command(
             CreatePayment,
-            PaymentTerms(
+            PaymentRequest(
                 order_id=body.order_id,
                 amount_minor=body.amount,
                 currency=body.currency,
                 channel=body.channel,
                 description=body.description,
                 fee_plan=merchant.fee_plans[body.channel],
+                expires_at=context.clock.now() + timedelta(minutes=merchant.payment_expiry_minutes),
             ),
             aggregate_id=payment_id,
             merchant_id=merchant.merchant_id,
@@ -189,11 +197,12 @@ async def create_payment(
         await enqueue_commands(connection, [command])
     log.info("payment_requested", payment_id=payment_id, correlation_id=correlation)
     response.headers["X-Correlation-Id"] = correlation
-    view = await _wait_for_payment(
+    view = await _wait_for_status(
         pool,
         request.app.state.payment_updates,
         merchant.merchant_id,
         payment_id,
+        SETTLED_VIEW_STATUSES,
         settings.payment_create_wait_ms,
     ) or _received_view(payment_id, merchant.merchant_id, body)
     if idempotency_key is not None:
@@ -344,3 +353,55 @@ async def get_balance(request: Request, merchant: MerchantDependency) -> Any:
             for currency, buckets in by_currency.items()
         ],
     )
+
+
+@router.post("/v1/payments/{payment_id}/cancel", response_model=PaymentView)
+async def cancel_payment(
+    payment_id: str,
+    request: Request,
+    merchant: MerchantDependency,
+    body: CancelPaymentRequest | None = None,
+) -> Any:
+    """Cancel an unpaid payment; its channel trade is closed too. Canceling a canceled
+    payment returns it unchanged; a payment that is already over cannot be canceled."""
+    context = request.app.state.context
+    pool: asyncpg.Pool = context.pool
+    view = await _load_view(pool, merchant.merchant_id, payment_id)
+    if view is None:
+        raise ApiProblem(404, "payment_not_found", "Payment not found", f"No payment {payment_id}.")
+    if view.status not in FINAL_STATUSES:
+        reason = body.reason if body is not None else "requested_by_merchant"
+        async with pool.acquire() as connection, connection.transaction():
+            correlation_id = await connection.fetchval(
+                "SELECT correlation_id FROM event_store WHERE message_type = 'CreatePayment'"
+                " AND message_key = $1",
+                payment_id,
+            )
+            command = new_command(
+                CancelPayment,
+                CancelPaymentPayload(reason=reason),
+                aggregate_id=payment_id,
+                merchant_id=merchant.merchant_id,
+                producer="gateway",
+                issued_at=context.clock.now(),
+                correlation_id=correlation_id or f"corr_{uuid.uuid4().hex}",
+                causation_id=None,
+            )
+            await enqueue_commands(connection, [command])
+        view = await _wait_for_status(
+            pool,
+            request.app.state.payment_updates,
+            merchant.merchant_id,
+            payment_id,
+            FINAL_STATUSES,
+            request.app.state.gateway_settings.payment_create_wait_ms,
+        )
+    if view is None or view.status != "canceled":
+        status = view.status if view else "unknown"
+        raise ApiProblem(
+            409,
+            "payment_not_cancelable",
+            "Payment cannot be canceled",
+            f"payment {payment_id} is {status}",
+        )
+    return view

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import Topic
-from schemas.payments import PaymentFailed, PaymentSucceeded
+from schemas.public_events import PUBLIC_EVENT_TYPES
 from services.common.clock import Clock
 from services.common.consumer import TRANSIENT_ERRORS
 from services.common.db import NotifyWakeup
@@ -268,7 +268,11 @@ def _wiring(settings: NotifierSettings) -> Callable[[ServiceContext], Coroutine[
             clock=context.clock,
             first_attempt_delay_ms=settings.webhook_retry_schedule_ms[0],
         )
-        context.consume(Topic.PAYMENTS_EVENTS, {PaymentSucceeded: enqueue, PaymentFailed: enqueue})
+        # Every public event is a webhook; they all travel on payments.events for now.
+        context.consume(
+            Topic.PAYMENTS_EVENTS,
+            {cls: enqueue for cls in PUBLIC_EVENT_TYPES if cls.topic is Topic.PAYMENTS_EVENTS},
+        )
         http_client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.webhook_timeout_ms / 1000),
             limits=httpx.Limits(

@@ -2,26 +2,52 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 
+import structlog
 from fastapi import FastAPI
 
 from schemas import Topic
 from services.common.clock import Clock
+from services.common.consumer import TRANSIENT_ERRORS
 from services.common.service import ServiceContext, create_service_app
 from services.payment_center import handlers
 from services.payment_center.settings import PaymentCenterSettings
 
-
-async def wire(context: ServiceContext) -> None:
-    decide = partial(handlers.decide_payment, clock=context.clock)
-    for topic in (Topic.PAYMENTS_COMMANDS, Topic.RISK_DECISIONS, Topic.CHANNEL_RESULTS):
-        context.consume(topic, {cls: decide for cls in handlers.DECIDERS if cls.topic is topic})
+log = structlog.get_logger(__name__)
 
 
 def create_app(
     settings: PaymentCenterSettings | None = None, clock: Clock | None = None
 ) -> FastAPI:
+    center_settings = settings or PaymentCenterSettings()
+
+    async def wire(context: ServiceContext) -> None:
+        decide = partial(handlers.decide_payment, clock=context.clock)
+        for topic in (Topic.PAYMENTS_COMMANDS, Topic.RISK_DECISIONS, Topic.CHANNEL_RESULTS):
+            context.consume(topic, {cls: decide for cls in handlers.DECIDERS if cls.topic is topic})
+
+        async def expire_payments() -> None:
+            # Bounded rounds for the life of the process; a failed round (a concurrent
+            # writer, the database away) is simply tried again at the next tick.
+            while True:
+                try:
+                    expired = await handlers.expire_due_payments(
+                        context.pool, context.clock, center_settings.expiry_batch_size_max
+                    )
+                except TRANSIENT_ERRORS as error:
+                    log.warning("expiry_round_failed", error=repr(error))
+                    expired = 0
+                if expired < center_settings.expiry_batch_size_max:
+                    await asyncio.sleep(center_settings.expiry_poll_interval_ms / 1000)
+
+        context.background.append(expire_payments)
+
     return create_service_app(
-        "payment_center", settings or PaymentCenterSettings(), wiring=wire, clock=clock
+        "payment_center",
+        center_settings,
+        migration_packages=["services.payment_center.migrations"],
+        wiring=wire,
+        clock=clock,
     )

@@ -4,7 +4,12 @@ Status flow (one term per concept):
 
     awaiting_risk --approve--> submitting --channel prepared--> requires_payment --paid--> succeeded
           |                        |                                   |
-          +--deny--> failed        +--channel rejected--> failed       +--(failure)--> failed
+          +--deny--> failed        +--channel rejected--> failed       |
+          |                        |                                   |
+          +------------------------+--- cancel --> canceled -----------+
+          +------------------------+--- expiry --> expired ------------+
+
+Canceling or expiring a payment that reached the channel also closes the channel's trade.
 
 Every decision is a pure function of the current state and one input; it returns a
 `Decision` (events to record, commands to send). Repeating an input that was already
@@ -14,6 +19,7 @@ applied decides nothing, which makes redelivery harmless even before the inbox.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import StrEnum
 
 from schemas import Event
@@ -21,16 +27,23 @@ from schemas.channels import (
     ChannelPaymentPreparedPayload,
     ChannelPaymentRejectedPayload,
     ChannelPaymentSucceededPayload,
+    CloseChannelTrade,
+    CloseChannelTradePayload,
     SubmitChannelPayment,
     SubmitChannelPaymentPayload,
 )
 from schemas.common import Failure, NextAction
 from schemas.payments import (
+    CancelPaymentPayload,
     PaymentActionRequired,
     PaymentActionRequiredPayload,
+    PaymentCanceled,
+    PaymentCanceledPayload,
     PaymentCreated,
+    PaymentExpired,
     PaymentFailed,
     PaymentFailedPayload,
+    PaymentRequest,
     PaymentRiskApproved,
     PaymentRiskApprovedPayload,
     PaymentSucceeded,
@@ -47,9 +60,19 @@ class PaymentStatus(StrEnum):
     REQUIRES_PAYMENT = "requires_payment"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
 
 
-TERMINAL_STATUSES = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.FAILED})
+TERMINAL_STATUSES = frozenset(
+    {PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.CANCELED, PaymentStatus.EXPIRED}
+)
+# Unpaid and still open: the statuses a cancel or the expiry can end.
+OPEN_STATUSES = frozenset(
+    {PaymentStatus.AWAITING_RISK, PaymentStatus.SUBMITTING, PaymentStatus.REQUIRES_PAYMENT}
+)
+# The channel may hold a trade for the payment once it was submitted.
+AT_CHANNEL_STATUSES = frozenset({PaymentStatus.SUBMITTING, PaymentStatus.REQUIRES_PAYMENT})
 
 
 class PaymentError(Exception):
@@ -83,9 +106,15 @@ class Payment:
     version: int
     status: PaymentStatus
     terms: PaymentTerms
+    expires_at: datetime | None = None
     channel_trade_id: str | None = None
     next_action: NextAction | None = None
     failure: Failure | None = None
+
+
+def terms_of(request: PaymentRequest) -> PaymentTerms:
+    """The terms part of a payment request (what every later payment event repeats)."""
+    return PaymentTerms.model_validate(request.model_dump(include=set(PaymentTerms.model_fields)))
 
 
 def evolve(state: Payment | None, event: Event) -> Payment:
@@ -96,7 +125,8 @@ def evolve(state: Payment | None, event: Event) -> Payment:
             merchant_id=event.merchant_id,
             version=event.aggregate_version,
             status=PaymentStatus.AWAITING_RISK,
-            terms=event.payload,
+            terms=terms_of(event.payload),
+            expires_at=event.payload.expires_at,
         )
     if state is None:
         raise ValueError(f"{event.event_type} before PaymentCreated on {event.aggregate_id}")
@@ -121,6 +151,10 @@ def evolve(state: Payment | None, event: Event) -> Payment:
         return replace(
             state, status=PaymentStatus.FAILED, failure=event.payload.failure, next_action=None
         )
+    if isinstance(event, PaymentCanceled):
+        return replace(state, status=PaymentStatus.CANCELED, next_action=None)
+    if isinstance(event, PaymentExpired):
+        return replace(state, status=PaymentStatus.EXPIRED, next_action=None)
     raise ValueError(f"payment cannot apply {event.event_type}")
 
 
@@ -131,16 +165,54 @@ def replay(events: list[Event]) -> Payment | None:
     return state
 
 
-def create_payment(state: Payment | None, terms: PaymentTerms) -> Decision:
+def create_payment(state: Payment | None, request: PaymentRequest) -> Decision:
     """Create the payment, or nothing when the same payment was already created.
 
     Raises PaymentConflict when the id exists with other terms.
     """
     if state is not None:
-        if state.terms != terms:
+        if (state.terms, state.expires_at) != (terms_of(request), request.expires_at):
             raise PaymentConflict(f"payment {state.payment_id} exists with different terms")
         return NOTHING
-    return Decision(events=(Emit(PaymentCreated, terms),))
+    return Decision(events=(Emit(PaymentCreated, request),))
+
+
+def _close_trade(state: Payment, reason: str) -> tuple[Send, ...]:
+    if state.status not in AT_CHANNEL_STATUSES:
+        return ()
+    close = CloseChannelTradePayload(channel=state.terms.channel, reason=reason)
+    return (Send(CloseChannelTrade, close, aggregate_id=state.payment_id),)
+
+
+def cancel_payment(state: Payment | None, request: CancelPaymentPayload) -> Decision:
+    """Cancel an unpaid payment and close its channel trade.
+
+    A payment that is already over decides nothing: the caller reads its final status
+    (canceled again, or too late because it succeeded, failed or expired).
+    Raises UnknownPayment when the payment does not exist.
+    """
+    if state is None:
+        raise UnknownPayment("cancel for an unknown payment")
+    if state.status not in OPEN_STATUSES:
+        return NOTHING
+    payload = PaymentCanceledPayload(**state.terms.model_dump(), reason=request.reason)
+    return Decision(
+        events=(Emit(PaymentCanceled, payload),), commands=_close_trade(state, "canceled")
+    )
+
+
+def expire_payment(state: Payment | None, now: datetime) -> Decision:
+    """Expire a payment still unpaid at its expiry time, and close its channel trade."""
+    if (
+        state is None
+        or state.status not in OPEN_STATUSES
+        or state.expires_at is None
+        or now < state.expires_at
+    ):
+        return NOTHING
+    return Decision(
+        events=(Emit(PaymentExpired, state.terms),), commands=_close_trade(state, "expired")
+    )
 
 
 def _fail(state: Payment, failure: Failure) -> Decision:
@@ -226,8 +298,8 @@ def apply_channel_succeeded(
             f" payment is {terms.amount_minor} {terms.currency}"
         )
     if state.status in TERMINAL_STATUSES:
-        # A success after a failure is money received for a closed payment; the
-        # automatic refund of such late payments is a later piece of work.
+        # A success after a failure, cancel or expiry is money received for a closed
+        # payment; refunding such late payments automatically is still to be built.
         return NOTHING
     payload = PaymentSucceededPayload(
         **terms.model_dump(), channel_trade_id=paid.channel_trade_id, paid_at=paid.paid_at

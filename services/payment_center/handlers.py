@@ -15,9 +15,18 @@ import structlog
 
 from schemas import Event, Message
 from schemas.channels import ChannelPaymentPrepared, ChannelPaymentRejected, ChannelPaymentSucceeded
-from schemas.payments import CreatePayment, PaymentFailed, PaymentSucceeded
+from schemas.payments import (
+    CancelPayment,
+    CreatePayment,
+    PaymentCanceled,
+    PaymentCreated,
+    PaymentExpired,
+    PaymentFailed,
+    PaymentSucceeded,
+)
 from schemas.risk import RiskDecisionMade
 from services.common.clock import Clock
+from services.common.db import Connection
 from services.common.decisions import Decision
 from services.common.event_store import load_stream, record_decision
 from services.common.metrics import PAYMENTS_FINISHED
@@ -27,11 +36,17 @@ log = structlog.get_logger(__name__)
 
 PRODUCER = "payment_center"
 
-FINAL_EVENTS: dict[type[Event], str] = {PaymentSucceeded: "succeeded", PaymentFailed: "failed"}
+FINAL_EVENTS: dict[type[Event], str] = {
+    PaymentSucceeded: "succeeded",
+    PaymentFailed: "failed",
+    PaymentCanceled: "canceled",
+    PaymentExpired: "expired",
+}
 
 # Which pure decision each input message leads to.
 DECIDERS: dict[type[Message], Callable[[domain.Payment | None, Any], Decision]] = {
     CreatePayment: domain.create_payment,
+    CancelPayment: domain.cancel_payment,
     RiskDecisionMade: domain.apply_risk_decision,
     ChannelPaymentPrepared: domain.apply_channel_prepared,
     ChannelPaymentRejected: domain.apply_channel_rejected,
@@ -52,25 +67,82 @@ async def decide_payment(connection: asyncpg.Connection, message: Message, *, cl
     if decision.is_empty:
         log.info("payment_input_ignored", payment_id=payment_id, status=state and state.status)
         return
-    await record_decision(
+    await _record(connection, state, decision, payment_id, message.merchant_id, clock, message)
+
+
+async def _record(
+    connection: Connection,
+    state: domain.Payment | None,
+    decision: Decision,
+    payment_id: str,
+    merchant_id: str,
+    clock: Clock,
+    cause: Message | None,
+) -> None:
+    correlation_id = None
+    if cause is None:
+        correlation_id = await connection.fetchval(
+            "SELECT correlation_id FROM event_store WHERE stream_id = $1 AND stream_version = 1",
+            payment_id,
+        )
+    events = await record_decision(
         connection,
         decision,
         stream_id=payment_id,
         expected_version=state.version if state else 0,
-        merchant_id=message.merchant_id,
+        merchant_id=merchant_id,
         producer=PRODUCER,
         clock=clock,
-        cause=message,
+        cause=cause,
+        correlation_id=correlation_id,
     )
-    for emit in decision.events:
-        if emit.event_type in FINAL_EVENTS:
+    await _track_deadline(connection, payment_id, events)
+    for event in events:
+        if type(event) in FINAL_EVENTS:
             # Counted before the commit: a rare retry after a failed commit counts twice.
             PAYMENTS_FINISHED.labels(
-                emit.payload.channel.value,  # type: ignore[attr-defined]
-                FINAL_EVENTS[emit.event_type],
+                event.payload.channel.value,  # type: ignore[attr-defined]
+                FINAL_EVENTS[type(event)],
             ).inc()
-    log.info(
-        "payment_decided",
-        payment_id=payment_id,
-        events=[emit.event_type.__name__ for emit in decision.events],
-    )
+    log.info("payment_decided", payment_id=payment_id, events=[e.event_type for e in events])
+
+
+async def _track_deadline(connection: Connection, payment_id: str, events: list[Event]) -> None:
+    for event in events:
+        if isinstance(event, PaymentCreated) and event.payload.expires_at is not None:
+            await connection.execute(
+                "INSERT INTO payment_deadlines (payment_id, expires_at) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING",
+                payment_id,
+                event.payload.expires_at,
+            )
+        elif type(event) in FINAL_EVENTS:
+            await connection.execute(
+                "DELETE FROM payment_deadlines WHERE payment_id = $1", payment_id
+            )
+
+
+async def expire_due_payments(pool: asyncpg.Pool, clock: Clock, batch_size_max: int) -> int:
+    """Expire up to `batch_size_max` payments whose expiry time has passed. Returns how
+    many deadlines were handled. Several workers may run: each claims its own rows."""
+    now = clock.now()
+    async with pool.acquire() as connection, connection.transaction():
+        due = await connection.fetch(
+            "SELECT payment_id FROM payment_deadlines WHERE expires_at <= $1"
+            " ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            now,
+            batch_size_max,
+        )
+        for row in due:
+            payment_id = row["payment_id"]
+            state = domain.replay(await load_stream(connection, payment_id))
+            decision = domain.expire_payment(state, now)
+            if state is not None and not decision.is_empty:
+                await _record(
+                    connection, state, decision, payment_id, state.merchant_id, clock, None
+                )
+            else:
+                await connection.execute(
+                    "DELETE FROM payment_deadlines WHERE payment_id = $1", payment_id
+                )
+    return len(due)

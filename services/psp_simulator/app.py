@@ -2,6 +2,7 @@
 
 Routes:
 - `POST /alipay/v1/trades/precreate`: create (or find again) a trade; signed JSON answer.
+- `POST /alipay/v1/trades/close`: close a trade still waiting for payment; signed JSON answer.
 - `GET /alipay/v1/trades/{out_trade_no}?app_id=...`: query a trade; signed JSON answer.
 - `GET /pay/{trade_no}`: the payer's page; `POST /pay/{trade_no}`: the payer pays.
 - `GET /healthz`.
@@ -35,6 +36,7 @@ from services.psp_simulator.settings import PspSimulatorSettings
 from services.psp_simulator.store import (
     Trade,
     TradeConflict,
+    TradeNotClosable,
     TradeNotPayable,
     TradeStore,
     TradeStoreFull,
@@ -64,6 +66,7 @@ PRECREATE_REQUIRED_FIELDS: Final = (
     "timestamp",
     "nonce",
 )
+CLOSE_REQUIRED_FIELDS: Final = ("out_trade_no", "timestamp", "nonce")
 
 _OUT_TRADE_NO_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _AMOUNT_PATTERN: Final = re.compile(r"[1-9][0-9]{0,17}")
@@ -98,12 +101,34 @@ def precreate_problem(fields: dict[str, str], now_s: int) -> str | None:
         (len(fields["subject"]) <= SUBJECT_LENGTH_MAX, "subject is too long"),
         (fields["notify_url"].startswith(("http://", "https://")), "notify_url must be http(s)"),
         (len(fields["notify_url"]) <= NOTIFY_URL_LENGTH_MAX, "notify_url is too long"),
-        (len(fields["nonce"]) <= NONCE_LENGTH_MAX, "nonce is too long"),
-        (_UNIX_SECONDS_PATTERN.fullmatch(fields["timestamp"]), "timestamp must be unix seconds"),
     )
+    return _first_problem(checks) or _replay_protection_problem(fields, now_s)
+
+
+def close_problem(fields: dict[str, str], now_s: int) -> str | None:
+    """Return why a signed close request is invalid, or None when it is valid."""
+    missing = [name for name in CLOSE_REQUIRED_FIELDS if fields.get(name, "") == ""]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    checks = (
+        (_OUT_TRADE_NO_PATTERN.fullmatch(fields["out_trade_no"]), "out_trade_no is malformed"),
+    )
+    return _first_problem(checks) or _replay_protection_problem(fields, now_s)
+
+
+def _first_problem(checks: tuple[tuple[object, str], ...]) -> str | None:
     for passed, problem in checks:
         if not passed:
             return problem
+    return None
+
+
+def _replay_protection_problem(fields: dict[str, str], now_s: int) -> str | None:
+    """Check `nonce` and `timestamp`, which every signed request carries."""
+    if len(fields["nonce"]) > NONCE_LENGTH_MAX:
+        return "nonce is too long"
+    if _UNIX_SECONDS_PATTERN.fullmatch(fields["timestamp"]) is None:
+        return "timestamp must be unix seconds"
     if abs(now_s - int(fields["timestamp"])) > REQUEST_TIMESTAMP_SKEW_S_MAX:
         return "timestamp is too far from the simulator's clock"
     return None
@@ -135,6 +160,14 @@ def pay_page(trade: Trade) -> str:
     )
 
 
+class RequestRefused(Exception):
+    """A request failed authentication; `answer` is the unsigned refusal the PSP sends."""
+
+    def __init__(self, answer: dict[str, str]) -> None:
+        super().__init__(answer.get("sub_code", ""))
+        self.answer = answer
+
+
 @dataclass
 class Simulator:
     """The simulator's behaviour, independent of HTTP; routes only translate."""
@@ -145,21 +178,39 @@ class Simulator:
     secrets_by_app_id: dict[str, str]
     sender: NotificationSender | None = field(default=None)
 
-    def precreate(self, body: object) -> dict[str, str]:
+    def authenticate(self, body: object) -> tuple[dict[str, str], str]:
+        """Return the fields of a signed request and the secret of its app id.
+
+        Raises RequestRefused, with an unsigned answer, when the body is not a JSON object
+        of strings, the app id is unknown, or the signature does not verify.
+        """
         if not _is_string_map(body):
-            return failure(
-                protocol.SUB_CODE_INVALID_PARAMETER, "body must be a JSON object of strings"
+            raise RequestRefused(
+                failure(
+                    protocol.SUB_CODE_INVALID_PARAMETER, "body must be a JSON object of strings"
+                )
             )
         fields = body
         secret = self.secrets_by_app_id.get(fields.get("app_id", ""))
         if secret is None:
-            return failure(protocol.SUB_CODE_INVALID_APP_ID, "unknown app_id")
+            raise RequestRefused(failure(protocol.SUB_CODE_INVALID_APP_ID, "unknown app_id"))
         if fields.get(protocol.SIGN_TYPE_FIELD) != protocol.SIGN_TYPE:
-            return failure(
-                protocol.SUB_CODE_INVALID_PARAMETER, f"sign_type must be {protocol.SIGN_TYPE}"
+            raise RequestRefused(
+                failure(
+                    protocol.SUB_CODE_INVALID_PARAMETER, f"sign_type must be {protocol.SIGN_TYPE}"
+                )
             )
         if not protocol.verify(fields, secret):
-            return failure(protocol.SUB_CODE_INVALID_SIGNATURE, "signature does not verify")
+            raise RequestRefused(
+                failure(protocol.SUB_CODE_INVALID_SIGNATURE, "signature does not verify")
+            )
+        return fields, secret
+
+    def precreate(self, body: object) -> dict[str, str]:
+        try:
+            fields, secret = self.authenticate(body)
+        except RequestRefused as refused:
+            return refused.answer
         now = self.clock.now()
         problem = precreate_problem(fields, int(now.timestamp()))
         if problem is not None:
@@ -189,6 +240,36 @@ class Simulator:
                 "out_trade_no": trade.out_trade_no,
                 "pay_url": f"{base_url}/pay/{trade.trade_no}",
                 "qr_code": f"{base_url}/qr/{trade.trade_no}",
+            },
+            secret,
+        )
+
+    def close(self, body: object) -> dict[str, str]:
+        """Close a trade still waiting for payment; closing a closed trade is a no-op."""
+        try:
+            fields, secret = self.authenticate(body)
+        except RequestRefused as refused:
+            return refused.answer
+        problem = close_problem(fields, int(self.clock.now().timestamp()))
+        if problem is not None:
+            return signed_answer(failure(protocol.SUB_CODE_INVALID_PARAMETER, problem), secret)
+        try:
+            trade, newly_closed = self.store.close(fields["app_id"], fields["out_trade_no"])
+        except UnknownTrade:
+            return signed_answer(
+                failure(protocol.SUB_CODE_TRADE_NOT_EXIST, "no such trade"), secret
+            )
+        except TradeNotClosable as error:
+            return signed_answer(failure(protocol.SUB_CODE_TRADE_STATUS_ERROR, str(error)), secret)
+        if newly_closed:
+            logger.info("trade_closed", trade_no=trade.trade_no, out_trade_no=trade.out_trade_no)
+        return signed_answer(
+            {
+                "code": protocol.CODE_SUCCESS,
+                "msg": "Success",
+                "trade_no": trade.trade_no,
+                "out_trade_no": trade.out_trade_no,
+                "trade_status": trade.trade_status,
             },
             secret,
         )
@@ -275,6 +356,11 @@ def _add_routes(app: FastAPI, simulator: Simulator) -> None:
     async def precreate(request: Request) -> JSONResponse:
         body = await _read_json(request)
         return JSONResponse(simulator.precreate(body))
+
+    @app.post(protocol.CLOSE_PATH)
+    async def close(request: Request) -> JSONResponse:
+        body = await _read_json(request)
+        return JSONResponse(simulator.close(body))
 
     @app.get(protocol.TRADE_QUERY_PATH_PREFIX + "{out_trade_no}")
     async def query(out_trade_no: str, app_id: str = "") -> JSONResponse:

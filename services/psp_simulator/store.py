@@ -18,6 +18,7 @@ from datetime import datetime
 
 from services.common.invariant import invariant
 from services.gateway.channels.alipay_protocol import (
+    TRADE_STATUS_CLOSED,
     TRADE_STATUS_SUCCESS,
     TRADE_STATUS_WAIT_BUYER_PAY,
 )
@@ -55,6 +56,10 @@ class UnknownTrade(TradeStoreError):
 
 class TradeNotPayable(TradeStoreError):
     """The trade is closed; a closed trade can no longer be paid."""
+
+
+class TradeNotClosable(TradeStoreError):
+    """The trade is paid; a paid trade can no longer be closed."""
 
 
 def new_trade_no(now: datetime) -> str:
@@ -134,3 +139,24 @@ class TradeStore:
         paid = dataclasses.replace(trade, trade_status=TRADE_STATUS_SUCCESS, gmt_payment=now)
         self._by_trade_no[trade_no] = paid
         return paid, True
+
+    def close(self, app_id: str, out_trade_no: str) -> tuple[Trade, bool]:
+        """Close a trade still waiting for payment; return it and whether this call closed it.
+
+        Closing a closed trade again changes nothing and returns False. Raises UnknownTrade
+        and TradeNotClosable.
+        """
+        trade = self.find_by_out_trade_no(app_id, out_trade_no)
+        if trade is None:
+            raise UnknownTrade(out_trade_no)
+        if trade.trade_status == TRADE_STATUS_CLOSED:
+            return trade, False
+        if trade.trade_status == TRADE_STATUS_SUCCESS:
+            raise TradeNotClosable(f"trade {trade.trade_no} is already paid")
+        invariant(
+            trade.trade_status == TRADE_STATUS_WAIT_BUYER_PAY,
+            f"trade {trade.trade_no} has unknown status {trade.trade_status}",
+        )
+        closed = dataclasses.replace(trade, trade_status=TRADE_STATUS_CLOSED)
+        self._by_trade_no[trade.trade_no] = closed
+        return closed, True

@@ -17,7 +17,7 @@ from faststream.kafka import KafkaBroker
 
 from schemas import Topic, decode, new_event, topic_name
 from schemas.common import Channel, FeePlan
-from schemas.payments import PaymentCreated, PaymentTerms
+from schemas.payments import PaymentCreated, PaymentRequest
 from services.common.broker import DeadLetterPublisher, KafkaRecordPublisher, build_broker
 from services.common.consumer import InboxConsumer, subscribe
 from services.common.db import apply_migrations, create_pool, load_migrations
@@ -53,7 +53,7 @@ async def broker(settings: ServiceSettings) -> AsyncIterator[KafkaBroker]:
 def payment_created(payment_id: str, version: int = 1) -> PaymentCreated:
     return new_event(
         PaymentCreated,
-        PaymentTerms(
+        PaymentRequest(
             order_id=f"order-{uuid.uuid4().hex[:6]}",
             amount_minor=1000,
             currency="CNY",

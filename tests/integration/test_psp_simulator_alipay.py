@@ -42,6 +42,9 @@ NOTIFICATION_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.01
 # Compressed so that a test exercising retries takes milliseconds, not minutes.
 FAST_RETRY_SCHEDULE_MS = [0, 50, 100]
+# How long a test watches for a notification that must not come. The fast schedule sends
+# the first attempt at once, so a wrongly sent notification would arrive well within it.
+NO_NOTIFICATION_WATCH_S = 0.5
 
 
 def random_payment_id() -> str:
@@ -60,6 +63,17 @@ async def wait_until(condition: Callable[[], bool], *, what: str, timeout_s: flo
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(POLL_INTERVAL_S)
+
+
+async def comes_true_within(condition: Callable[[], bool], *, timeout_s: float) -> bool:
+    """Poll `condition` until `timeout_s` passes; return whether it ever held."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(POLL_INTERVAL_S)
+    return True
 
 
 def bind_local_socket() -> socket.socket:
@@ -437,3 +451,125 @@ async def test_fault_injection_drops_first_attempts_and_duplicates_notifications
     assert verified[0].notification_id != verified[1].notification_id
     assert {notification.payment_id for notification in verified} == {payment_id}
     assert {notification.amount_minor for notification in verified} == {99}
+
+
+async def query_trade(
+    http_client: httpx.AsyncClient, psp_url: str, payment_id: str
+) -> dict[str, str]:
+    response = await http_client.get(
+        f"{psp_url}{protocol.TRADE_QUERY_PATH_PREFIX}{payment_id}",
+        params={"app_id": APP_ID},
+        timeout=5.0,
+    )
+    fields: dict[str, str] = response.json()
+    return fields
+
+
+async def test_a_closed_trade_cannot_be_paid_and_is_never_notified(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    payment_id = random_payment_id()
+    receiver = NotificationReceiver(answers=[])
+    async with running_receiver(receiver) as notify_url, running_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client, notify_url=notify_url)
+        prepared = await channel.prepare(
+            payment_id=payment_id, amount_minor=1500, currency="CNY", description="Order 7"
+        )
+
+        await channel.close(payment_id=payment_id)
+        query_fields = await query_trade(http_client, psp_url, payment_id)
+        paid = await pay(http_client, prepared.pay_url)
+        notified = await comes_true_within(
+            lambda: len(receiver.received) > 0, timeout_s=NO_NOTIFICATION_WATCH_S
+        )
+        await channel.close(payment_id=payment_id)
+        page = await http_client.get(prepared.pay_url, timeout=5.0)
+
+    assert protocol.verify(query_fields, secret)
+    assert query_fields["trade_status"] == "TRADE_CLOSED"
+    assert query_fields["trade_no"] == prepared.channel_trade_id
+    assert "gmt_payment" not in query_fields
+    assert paid.status_code == 409
+    assert not notified
+    assert receiver.received == []
+    assert "TRADE_CLOSED" in page.text
+    assert "<button" not in page.text
+
+
+async def test_closing_a_paid_trade_is_rejected_as_already_paid(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    payment_id = random_payment_id()
+    receiver = NotificationReceiver(answers=["success"])
+    async with running_receiver(receiver) as notify_url, running_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client, notify_url=notify_url)
+        prepared = await channel.prepare(
+            payment_id=payment_id, amount_minor=800, currency="USD", description=""
+        )
+        paid = await pay(http_client, prepared.pay_url)
+
+        with pytest.raises(ChannelRejected) as raised:
+            await channel.close(payment_id=payment_id)
+        query_fields = await query_trade(http_client, psp_url, payment_id)
+
+    assert paid.status_code == 200
+    assert raised.value.code == "trade_already_paid"
+    assert "paid" in raised.value.message
+    assert query_fields["trade_status"] == "TRADE_SUCCESS"
+
+
+async def test_closing_a_trade_that_never_existed_succeeds(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    payment_id = random_payment_id()
+    async with running_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client)
+
+        await channel.close(payment_id=payment_id)
+        query_fields = await query_trade(http_client, psp_url, payment_id)
+
+    assert query_fields["sub_code"] == "TRADE_NOT_EXIST"
+
+
+async def test_close_with_a_bad_signature_is_rejected(http_client: httpx.AsyncClient) -> None:
+    secret = random_secret()
+    payment_id = random_payment_id()
+    async with running_simulator(secret) as psp_url:
+        await alipay(psp_url, secret, http_client).prepare(
+            payment_id=payment_id, amount_minor=1000, currency="CNY", description=""
+        )
+        forger = alipay(psp_url, "not-the-shared-secret", http_client)
+
+        with pytest.raises(ChannelRejected) as raised:
+            await forger.close(payment_id=payment_id)
+        query_fields = await query_trade(http_client, psp_url, payment_id)
+
+    assert raised.value.code == "invalid_signature"
+    assert query_fields["trade_status"] == "WAIT_BUYER_PAY"
+
+
+async def test_close_with_an_unknown_app_id_is_rejected(http_client: httpx.AsyncClient) -> None:
+    secret = random_secret()
+    async with running_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client, app_id="unknown_app")
+
+        with pytest.raises(ChannelRejected) as raised:
+            await channel.close(payment_id=random_payment_id())
+
+    assert raised.value.code == "invalid_app_id"
+
+
+async def test_close_with_a_malformed_out_trade_no_is_rejected(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    async with running_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client)
+
+        with pytest.raises(ChannelRejected) as raised:
+            await channel.close(payment_id="not allowed/here")
+
+    assert raised.value.code == "invalid_parameter"

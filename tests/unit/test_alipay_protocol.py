@@ -403,3 +403,164 @@ class TestPrepareAnswers:
 
         with pytest.raises(ChannelUnavailable):
             await prepare_against(lambda _request: httpx.Response(200, json=busy))
+
+
+def closed_answer(
+    request: dict[str, str], secret: str = SECRET, **overrides: str
+) -> dict[str, str]:
+    answer = {
+        "code": "10000",
+        "msg": "Success",
+        "trade_no": "2025030100000000000000000042",
+        "out_trade_no": request["out_trade_no"],
+        "trade_status": "TRADE_CLOSED",
+        **overrides,
+    }
+    return {**answer, "sign": protocol.sign(answer, secret)}
+
+
+def signed_refusal(sub_code: str, sub_msg: str, secret: str = SECRET) -> dict[str, str]:
+    refusal = {"code": "40004", "msg": "Business Failed", "sub_code": sub_code, "sub_msg": sub_msg}
+    return {**refusal, "sign": protocol.sign(refusal, secret)}
+
+
+async def close_against(answer: Callable[[dict[str, str]], httpx.Response]) -> None:
+    async with httpx.AsyncClient(transport=psp_answering(answer)) as http_client:
+        await make_channel(http_client).close(payment_id=random_payment_id())
+
+
+class TestCloseAnswers:
+    async def test_sends_a_signed_request_and_accepts_a_signed_closed_answer(self) -> None:
+        requests: list[dict[str, str]] = []
+        paths: list[str] = []
+
+        def handle(request: httpx.Request) -> httpx.Response:
+            paths.append(request.url.path)
+            fields = json.loads(request.content)
+            requests.append(fields)
+            return httpx.Response(200, json=closed_answer(fields))
+
+        payment_id = random_payment_id()
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as http_client:
+            await make_channel(http_client).close(payment_id=payment_id)
+
+        assert paths == [protocol.CLOSE_PATH]
+        (request,) = requests
+        assert protocol.verify(request, SECRET)
+        assert request["sign_type"] == "HMAC-SHA256"
+        assert request["app_id"] == APP_ID
+        assert request["out_trade_no"] == payment_id
+        assert request["nonce"] != ""
+        assert request["timestamp"].isdigit()
+
+    async def test_a_signed_trade_not_exist_means_nothing_to_close(self) -> None:
+        refusal = signed_refusal("TRADE_NOT_EXIST", "no such trade")
+
+        await close_against(lambda _request: httpx.Response(200, json=refusal))
+
+    async def test_an_unsigned_trade_not_exist_is_unavailable(self) -> None:
+        # Treating a forged "no such trade" as closed could leave a payable trade behind.
+        refusal = signed_refusal("TRADE_NOT_EXIST", "no such trade")
+        del refusal["sign"]
+
+        with pytest.raises(ChannelUnavailable):
+            await close_against(lambda _request: httpx.Response(200, json=refusal))
+
+    async def test_a_trade_status_error_is_rejected_as_already_paid(self) -> None:
+        refusal = signed_refusal("TRADE_STATUS_ERROR", "trade 42 is already paid")
+
+        with pytest.raises(ChannelRejected) as raised:
+            await close_against(lambda _request: httpx.Response(200, json=refusal))
+
+        assert raised.value.code == "trade_already_paid"
+        assert raised.value.message == "trade 42 is already paid"
+
+    async def test_another_refusal_is_rejected_with_the_lowercased_sub_code(self) -> None:
+        refusal = signed_refusal("INVALID_PARAMETER", "out_trade_no is malformed")
+
+        with pytest.raises(ChannelRejected) as raised:
+            await close_against(lambda _request: httpx.Response(200, json=refusal))
+
+        assert raised.value.code == "invalid_parameter"
+        assert raised.value.message == "out_trade_no is malformed"
+
+    async def test_an_unsigned_refusal_of_the_request_signature_is_rejected(self) -> None:
+        refusal = {
+            "code": "40004",
+            "msg": "Business Failed",
+            "sub_code": "INVALID_SIGNATURE",
+            "sub_msg": "signature does not verify",
+        }
+
+        with pytest.raises(ChannelRejected) as raised:
+            await close_against(lambda _request: httpx.Response(200, json=refusal))
+
+        assert raised.value.code == "invalid_signature"
+
+    @pytest.mark.parametrize("sub_code", ["TRADE_STATUS_ERROR", "TRADE_NOT_EXIST"])
+    async def test_a_refusal_with_a_forged_signature_is_unavailable(self, sub_code: str) -> None:
+        refusal = signed_refusal(sub_code, "forged", secret="forged")
+
+        with pytest.raises(ChannelUnavailable):
+            await close_against(lambda _request: httpx.Response(200, json=refusal))
+
+    async def test_an_answer_with_a_bad_signature_is_unavailable(self) -> None:
+        def answer(request: dict[str, str]) -> httpx.Response:
+            return httpx.Response(200, json=closed_answer(request, secret="forged"))
+
+        with pytest.raises(ChannelUnavailable):
+            await close_against(answer)
+
+    async def test_an_unsigned_success_is_unavailable(self) -> None:
+        def answer(request: dict[str, str]) -> httpx.Response:
+            fields = closed_answer(request)
+            del fields["sign"]
+            return httpx.Response(200, json=fields)
+
+        with pytest.raises(ChannelUnavailable):
+            await close_against(answer)
+
+    async def test_a_success_for_another_trade_is_unavailable(self) -> None:
+        def answer(request: dict[str, str]) -> httpx.Response:
+            return httpx.Response(
+                200, json=closed_answer(request, out_trade_no=random_payment_id())
+            )
+
+        with pytest.raises(ChannelUnavailable):
+            await close_against(answer)
+
+    async def test_a_success_that_does_not_say_closed_is_unavailable(self) -> None:
+        def answer(request: dict[str, str]) -> httpx.Response:
+            return httpx.Response(200, json=closed_answer(request, trade_status="TRADE_SUCCESS"))
+
+        with pytest.raises(ChannelUnavailable):
+            await close_against(answer)
+
+    @pytest.mark.parametrize("status_code", [500, 502, 503, 404])
+    async def test_an_unexpected_status_is_unavailable(self, status_code: int) -> None:
+        with pytest.raises(ChannelUnavailable):
+            await close_against(lambda _request: httpx.Response(status_code, text="oops"))
+
+    async def test_an_answer_that_is_not_json_is_unavailable(self) -> None:
+        with pytest.raises(ChannelUnavailable):
+            await close_against(lambda _request: httpx.Response(200, text="<html>"))
+
+    async def test_a_timeout_is_unavailable(self) -> None:
+        def answer(_request: dict[str, str]) -> httpx.Response:
+            raise httpx.ReadTimeout("no answer")
+
+        with pytest.raises(ChannelUnavailable):
+            await close_against(answer)
+
+    async def test_a_connection_error_is_unavailable(self) -> None:
+        def answer(_request: dict[str, str]) -> httpx.Response:
+            raise httpx.ConnectError("connection refused")
+
+        with pytest.raises(ChannelUnavailable):
+            await close_against(answer)
+
+    async def test_an_unknown_code_is_unavailable(self) -> None:
+        busy = {"code": "20000", "msg": "Service Unavailable"}
+
+        with pytest.raises(ChannelUnavailable):
+            await close_against(lambda _request: httpx.Response(200, json=busy))

@@ -71,7 +71,7 @@ def test_a_message_on_the_wrong_topic_is_undecodable() -> None:
 
 def test_a_future_schema_version_is_undecodable() -> None:
     raw = created()
-    raw["schema_version"] = 2
+    raw["schema_version"] = 3
     with pytest.raises(UndecodableMessage, match="newer"):
         decode(Topic.PAYMENTS_EVENTS, json.dumps(raw).encode())
 
@@ -108,3 +108,13 @@ def test_configuration_doc_is_current() -> None:
     from services.common.settings_doc import CONFIGURATION_DOC, configuration_doc
 
     assert CONFIGURATION_DOC.read_text() == configuration_doc(), "run `payrail export-schemas`"
+
+
+def test_a_v1_payment_created_is_read_as_v2_without_an_expiry() -> None:
+    raw = created()
+    raw["schema_version"] = 1
+    del raw["payload"]["expires_at"]  # type: ignore[attr-defined]
+    message = decode(Topic.PAYMENTS_EVENTS, json.dumps(raw).encode())
+    assert isinstance(message, PaymentCreated)
+    assert message.schema_version == 2
+    assert message.payload.expires_at is None

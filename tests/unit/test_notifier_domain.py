@@ -15,9 +15,9 @@ from schemas.payments import (
     PaymentCreated,
     PaymentFailed,
     PaymentFailedPayload,
+    PaymentRequest,
     PaymentSucceeded,
     PaymentSucceededPayload,
-    PaymentTerms,
 )
 from services.notifier.domain import (
     AttemptOutcome,
@@ -86,7 +86,7 @@ def test_event_classes_map_to_dotted_webhook_types() -> None:
 
 
 def test_an_event_without_a_webhook_type_is_a_wiring_mistake() -> None:
-    created = new_event(PaymentCreated, PaymentTerms(**terms()), **envelope("mch_a", "pay_3"))
+    created = new_event(PaymentCreated, PaymentRequest(**terms()), **envelope("mch_a", "pay_3"))
     with pytest.raises(UnsupportedEvent):
         webhook_event_type(created)
     with pytest.raises(UnsupportedEvent):

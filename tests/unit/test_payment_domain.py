@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,16 +12,20 @@ from schemas.channels import (
     ChannelPaymentPreparedPayload,
     ChannelPaymentRejectedPayload,
     ChannelPaymentSucceededPayload,
+    CloseChannelTrade,
     SubmitChannelPayment,
 )
 from schemas.common import Channel, Failure, FeePlan, NextAction
 from schemas.payments import (
+    CancelPaymentPayload,
     PaymentActionRequired,
+    PaymentCanceled,
     PaymentCreated,
+    PaymentExpired,
     PaymentFailed,
+    PaymentRequest,
     PaymentRiskApproved,
     PaymentSucceeded,
-    PaymentTerms,
 )
 from schemas.risk import FiredRule, RiskDecisionMadePayload, RiskOutcome
 from services.common.decisions import Decision
@@ -31,14 +35,18 @@ from services.payment_center.domain import PaymentStatus
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
-def terms(amount_minor: int = 1999) -> PaymentTerms:
-    return PaymentTerms(
+EXPIRES_AT = NOW + timedelta(minutes=30)
+
+
+def terms(amount_minor: int = 1999) -> PaymentRequest:
+    return PaymentRequest(
         order_id=f"order-{uuid.uuid4().hex[:8]}",
         amount_minor=amount_minor,
         currency="CNY",
         channel=Channel.ALIPAY,
         description="coffee",
         fee_plan=FeePlan(basis_points=60, fixed_minor=0),
+        expires_at=EXPIRES_AT,
     )
 
 
@@ -89,7 +97,7 @@ def paid(amount_minor: int = 1999, currency: str = "CNY") -> ChannelPaymentSucce
     )
 
 
-def payment_requiring_payment(payment_terms: PaymentTerms) -> domain.Payment:
+def payment_requiring_payment(payment_terms: PaymentRequest) -> domain.Payment:
     state = apply(None, domain.create_payment(None, payment_terms), "pay_1")
     state = apply(
         state, domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)), "pay_1"
@@ -206,3 +214,80 @@ def test_channel_rejection_fails_a_submitting_payment() -> None:
 def test_inputs_for_an_unknown_payment_are_refused(decide: object) -> None:
     with pytest.raises(domain.UnknownPayment):
         decide()  # type: ignore[operator]
+
+
+def open_payment(status: PaymentStatus) -> domain.Payment:
+    state = apply(None, domain.create_payment(None, terms()), "pay_1")
+    if status is PaymentStatus.AWAITING_RISK:
+        return state
+    state = apply(
+        state, domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)), "pay_1"
+    )
+    if status is PaymentStatus.SUBMITTING:
+        return state
+    return apply(state, domain.apply_channel_prepared(state, prepared()), "pay_1")
+
+
+@pytest.mark.parametrize(
+    ("status", "closes_trade"),
+    [
+        (PaymentStatus.AWAITING_RISK, False),
+        (PaymentStatus.SUBMITTING, True),
+        (PaymentStatus.REQUIRES_PAYMENT, True),
+    ],
+)
+def test_an_open_payment_is_canceled_and_its_channel_trade_closed(
+    status: PaymentStatus, closes_trade: bool
+) -> None:
+    state = open_payment(status)
+    decision = domain.cancel_payment(state, CancelPaymentPayload(reason="customer_left"))
+    assert [emit.event_type for emit in decision.events] == [PaymentCanceled]
+    assert [send.command_type for send in decision.commands] == (
+        [CloseChannelTrade] if closes_trade else []
+    )
+    state = apply(state, decision, "pay_1")
+    assert state.status is PaymentStatus.CANCELED
+    # Nothing moves a canceled payment any more.
+    assert domain.cancel_payment(state, CancelPaymentPayload()).is_empty
+    assert domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)).is_empty
+    assert domain.apply_channel_prepared(state, prepared()).is_empty
+    assert domain.apply_channel_succeeded(state, paid()).is_empty
+    assert domain.expire_payment(state, EXPIRES_AT).is_empty
+
+
+def test_a_finished_payment_cannot_be_canceled() -> None:
+    state = payment_requiring_payment(terms())
+    state = apply(state, domain.apply_channel_succeeded(state, paid()), "pay_1")
+    assert domain.cancel_payment(state, CancelPaymentPayload()).is_empty
+    assert state.status is PaymentStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    ("now", "expires"),
+    [
+        (EXPIRES_AT - timedelta(microseconds=1), False),
+        (EXPIRES_AT, True),
+        (EXPIRES_AT + timedelta(hours=1), True),
+    ],
+)
+def test_an_unpaid_payment_expires_at_its_expiry_time(now: datetime, expires: bool) -> None:
+    state = payment_requiring_payment(terms())
+    decision = domain.expire_payment(state, now)
+    assert [emit.event_type for emit in decision.events] == ([PaymentExpired] if expires else [])
+    assert [send.command_type for send in decision.commands] == (
+        [CloseChannelTrade] if expires else []
+    )
+    if expires:
+        assert apply(state, decision, "pay_1").status is PaymentStatus.EXPIRED
+
+
+def test_a_payment_without_an_expiry_time_never_expires() -> None:
+    request = terms().model_copy(update={"expires_at": None})
+    state = apply(None, domain.create_payment(None, request), "pay_1")
+    assert domain.expire_payment(state, NOW + timedelta(days=365)).is_empty
+
+
+def test_a_paid_payment_does_not_expire() -> None:
+    state = payment_requiring_payment(terms())
+    state = apply(state, domain.apply_channel_succeeded(state, paid()), "pay_1")
+    assert domain.expire_payment(state, EXPIRES_AT + timedelta(days=1)).is_empty

@@ -1,4 +1,4 @@
-"""The Alipay channel adapter: precreate a trade, and verify Alipay's payment callbacks.
+"""The Alipay channel adapter: precreate and close trades, verify Alipay's payment callbacks.
 
 The same adapter talks to the real channel and to payrail's PSP simulator; only
 `base_url`, `app_id` and `secret` differ.
@@ -33,6 +33,8 @@ from services.gateway.channels.base import (
 SUBJECT_LENGTH_MAX: Final = 256
 # The longest response body the adapter accepts; a precreate answer is a few hundred bytes.
 RESPONSE_BYTES_MAX: Final = 64 * 1024
+# The stable code of ChannelRejected when a trade cannot be closed because it is paid.
+REJECTION_CODE_TRADE_ALREADY_PAID: Final = "trade_already_paid"
 # A callback stamped further in the future than this is refused: clocks drift, but not
 # by minutes, and a far-future stamp would stay "fresh" for longer than intended.
 NOTIFICATION_FUTURE_SKEW_S_MAX: Final = 300
@@ -117,6 +119,27 @@ class AlipayChannel:
         response_fields = await self._post(protocol.PRECREATE_PATH, request_fields)
         return self._prepared_trade(response_fields, payment_id)
 
+    async def close(self, *, payment_id: str) -> None:
+        """Close the channel trade for `payment_id`; safe to retry.
+
+        Returns when the trade is closed, was closed already, or never existed. Raises
+        ChannelRejected with code `trade_already_paid` when the payer already paid, with
+        Alipay's lowercased `sub_code` for any other refusal, and ChannelUnavailable on
+        timeout, connection error, unexpected status or code, or an answer whose
+        signature does not verify.
+        """
+        request_fields = protocol.signed(
+            {
+                "app_id": self._app_id,
+                "out_trade_no": payment_id,
+                "timestamp": str(int(self._clock.now().timestamp())),
+                "nonce": secrets.token_hex(16),
+            },
+            self._secret,
+        )
+        response_fields = await self._post(protocol.CLOSE_PATH, request_fields)
+        self._check_closed(response_fields, payment_id)
+
     def verify_notification(
         self, fields: Mapping[str, str], *, now: datetime
     ) -> VerifiedPaymentNotification:
@@ -197,6 +220,36 @@ class AlipayChannel:
         return PreparedTrade(
             channel_trade_id=trade_no, pay_url=pay_url, qr_code=fields.get("qr_code") or None
         )
+
+    def _check_closed(self, fields: Mapping[str, str], payment_id: str) -> None:
+        code = fields.get("code", "")
+        if code == protocol.CODE_BUSINESS_FAILED:
+            self._check_close_refusal(fields)
+            return
+        if code != protocol.CODE_SUCCESS:
+            raise ChannelUnavailable(f"alipay answered code {code[:16]!r}")
+        if not protocol.verify(fields, self._secret):
+            raise ChannelUnavailable("alipay response signature does not verify")
+        if fields.get("out_trade_no") != payment_id:
+            raise ChannelUnavailable("alipay response is for another out_trade_no")
+        if fields.get("trade_status") != protocol.TRADE_STATUS_CLOSED:
+            raise ChannelUnavailable("alipay response does not say the trade is closed")
+
+    def _check_close_refusal(self, fields: Mapping[str, str]) -> None:
+        """Return when the refusal means there is nothing to close; raise otherwise."""
+        sub_code = fields.get("sub_code", "")
+        if sub_code == protocol.SUB_CODE_TRADE_NOT_EXIST:
+            # "Nothing to close" lets the caller treat the payment as closed, so unlike a
+            # refusal it must be signed: the PSP verified the request, so it can sign.
+            if not protocol.verify(fields, self._secret):
+                raise ChannelUnavailable("alipay answer signature does not verify")
+            return
+        rejection = self._rejection(fields)
+        if sub_code == protocol.SUB_CODE_TRADE_STATUS_ERROR and isinstance(
+            rejection, ChannelRejected
+        ):
+            raise ChannelRejected(REJECTION_CODE_TRADE_ALREADY_PAID, rejection.message)
+        raise rejection
 
     def _rejection(self, fields: Mapping[str, str]) -> ChannelError:
         # The PSP cannot sign a refusal when it does not know the app id or the request's

@@ -31,6 +31,8 @@ SUB_CODE_INVALID_SIGNATURE: Final = "INVALID_SIGNATURE"
 SUB_CODE_INVALID_PARAMETER: Final = "INVALID_PARAMETER"
 SUB_CODE_TRADE_CONFLICT: Final = "TRADE_CONFLICT"
 SUB_CODE_TRADE_NOT_EXIST: Final = "TRADE_NOT_EXIST"
+# The trade's status forbids the request, e.g. closing a trade the payer already paid.
+SUB_CODE_TRADE_STATUS_ERROR: Final = "TRADE_STATUS_ERROR"
 
 # Trade statuses, as reported by queries and notifications.
 TRADE_STATUS_WAIT_BUYER_PAY: Final = "WAIT_BUYER_PAY"
@@ -43,6 +45,7 @@ NOTIFY_TYPE_TRADE_STATUS_SYNC: Final = "trade_status_sync"
 NOTIFY_ACKNOWLEDGEMENT: Final = "success"
 
 PRECREATE_PATH: Final = "/alipay/v1/trades/precreate"
+CLOSE_PATH: Final = "/alipay/v1/trades/close"
 TRADE_QUERY_PATH_PREFIX: Final = "/alipay/v1/trades/"
 
 _EXCLUDED_FIELDS: Final = frozenset({SIGN_FIELD, SIGN_TYPE_FIELD})

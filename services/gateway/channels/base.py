@@ -84,6 +84,18 @@ class ChannelAdapter(Protocol):
         """
         ...
 
+    async def close(self, *, payment_id: str) -> None:
+        """Close the channel's trade for `payment_id` so the payer can no longer pay it.
+
+        Returns when the trade is closed (also when it was closed already) or never
+        existed; safe to retry. Raises ChannelRejected with code `trade_already_paid` when
+        the payer already paid (the payment's notification is on its way), ChannelRejected
+        with another code when the channel refuses for another reason, and
+        ChannelUnavailable when the outcome is unknown (timeout, connection error, 5xx,
+        an answer whose signature does not verify).
+        """
+        ...
+
     def verify_notification(
         self, fields: Mapping[str, str], *, now: datetime
     ) -> VerifiedPaymentNotification:

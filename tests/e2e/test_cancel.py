@@ -1,0 +1,53 @@
+"""Canceling unpaid payments: the channel trade is closed, the merchant is told."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from services.common.launcher import PlatformInfo
+from tests.e2e.helpers import eventually, new_payment
+
+
+def test_canceling_an_unpaid_payment_closes_its_trade(
+    api: httpx.Client, info: PlatformInfo
+) -> None:
+    payment = api.post("/v1/payments", json=new_payment()).json()
+    assert payment["status"] == "requires_payment", payment
+    canceled = api.post(f"/v1/payments/{payment['id']}/cancel", json={"reason": "customer_left"})
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["status"] == "canceled"
+    assert canceled.json()["next_action"] is None
+
+    def trade_closed() -> bool:
+        # The payer can no longer pay once the gateway has closed the channel's trade.
+        return httpx.post(payment["next_action"]["url"], timeout=5).status_code == 409
+
+    eventually(trade_closed, what="the channel trade to be closed")
+    again = api.post(f"/v1/payments/{payment['id']}/cancel")
+    assert again.status_code == 200 and again.json()["status"] == "canceled"
+
+    detail = api.get(f"/v1/payments/{payment['id']}").json()
+    assert [event["type"] for event in detail["events"]][-1] == "PaymentCanceled"
+
+    def canceled_event() -> dict[str, Any] | None:
+        events = api.get("/v1/events", params={"type": "payment.canceled", "limit": 100}).json()
+        return next((e for e in events["data"] if e["data"]["object"]["id"] == payment["id"]), None)
+
+    assert eventually(canceled_event, what="payment.canceled")["data"]["object"]["status"] == (
+        "canceled"
+    )
+
+
+def test_a_paid_payment_cannot_be_canceled(api: httpx.Client) -> None:
+    payment = api.post("/v1/payments", json=new_payment()).json()
+    assert httpx.post(payment["next_action"]["url"], timeout=5).status_code == 200
+    eventually(
+        lambda: api.get(f"/v1/payments/{payment['id']}").json()["status"] == "succeeded",
+        what="payment succeeded",
+    )
+    refused = api.post(f"/v1/payments/{payment['id']}/cancel")
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "payment_not_cancelable"
+    assert api.post("/v1/payments/pay_nobody/cancel").json()["code"] == "payment_not_found"
