@@ -25,6 +25,7 @@ from schemas.channels import (
 from schemas.envelope import Command, Event, Message
 from schemas.ledger import JournalEntryPosted
 from schemas.merchants import MerchantOnboarded, MerchantUpdated, upcast_merchant_onboarded_v1_v2
+from schemas.orders import OrderCancelled, OrderPlaced
 from schemas.payments import (
     CancelPayment,
     CreatePayment,
@@ -41,6 +42,8 @@ from schemas.risk import RiskDecisionMade
 from schemas.topics import Topic
 
 EVENT_TYPES: tuple[type[Event], ...] = (
+    OrderPlaced,
+    OrderCancelled,
     MerchantOnboarded,
     MerchantUpdated,
     PaymentCreated,

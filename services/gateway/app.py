@@ -11,12 +11,14 @@ from schemas import Topic
 from schemas.channels import CloseChannelTrade, SubmitChannelPayment
 from schemas.common import Channel
 from schemas.ledger import JournalEntryPosted
+from schemas.orders import OrderCancelled, OrderPlaced
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
 from services.gateway import (
     admin_api,
     channels_api,
     events_api,
+    orders,
     payments_api,
     projections,
     webhooks_api,
@@ -81,6 +83,13 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         )
         context.consume(
             Topic.LEDGER_EVENTS, {JournalEntryPosted: projections.project_journal_entry}
+        )
+        context.consume(
+            Topic.ORDERS,
+            {
+                OrderPlaced: partial(orders.place_order, clock=context.clock),
+                OrderCancelled: partial(orders.cancel_order, clock=context.clock),
+            },
         )
 
     return create_service_app(

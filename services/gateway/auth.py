@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from schemas.common import Channel, FeePlan
-from schemas.merchants import MerchantProfile, MerchantStatus
+from schemas.merchants import MerchantProfile
 from services.gateway.domain import hash_api_key
+from services.gateway.intake import Merchant
 from services.gateway.problems import ApiProblem
 
 bearer = HTTPBearer(auto_error=False, description="Merchant API key or admin key")
-
-
-@dataclass(frozen=True)
-class Merchant:
-    merchant_id: str
-    channels: frozenset[Channel]
-    fee_plans: dict[Channel, FeePlan]
-    payment_expiry_minutes: int
 
 
 def _credentials(credentials: HTTPAuthorizationCredentials | None) -> str:
@@ -48,17 +39,12 @@ async def authenticated_merchant(
     )
     if row is None:
         raise ApiProblem(401, "invalid_api_key", "Invalid API key", "The API key is not valid.")
-    profile = MerchantProfile.model_validate(row["profile"])
-    if profile.status is not MerchantStatus.ACTIVE:
+    merchant = Merchant.of(row["merchant_id"], MerchantProfile.model_validate(row["profile"]))
+    if not merchant.active:
         raise ApiProblem(
             403, "merchant_suspended", "Merchant suspended", "The merchant is suspended."
         )
-    return Merchant(
-        merchant_id=row["merchant_id"],
-        channels=frozenset(profile.channels),
-        fee_plans=dict(profile.fee_plans),
-        payment_expiry_minutes=profile.payment_expiry_minutes,
-    )
+    return merchant
 
 
 async def require_admin(

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from schemas import new_command
 from schemas.common import Channel
-from schemas.payments import CancelPayment, CancelPaymentPayload, CreatePayment, PaymentRequest
+from schemas.payments import CancelPayment, CancelPaymentPayload, CreatePayment
 from services.common.db import Connection
 from services.common.event_store import enqueue_commands
 from services.common.ids import new_prefixed_id
@@ -28,6 +28,7 @@ from services.gateway.domain import (
     STATUS_AFTER_EVENT,
     request_fingerprint,
 )
+from services.gateway.intake import PaymentRefused, payment_request
 from services.gateway.listing import (
     LIMIT_DEFAULT,
     Limit,
@@ -133,13 +134,18 @@ async def create_payment(
 ) -> Any:
     """Create a payment. It is decided by risk and prepared at the channel asynchronously;
     the call waits briefly so the answer usually carries `next_action` already."""
-    if body.channel not in merchant.channels:
-        raise ApiProblem(
-            422,
-            "channel_not_enabled",
-            "Channel not enabled",
-            f"channel {body.channel.value} is not enabled for this merchant",
+    try:
+        payment = payment_request(
+            merchant,
+            order_id=body.order_id,
+            amount_minor=body.amount,
+            currency=body.currency,
+            channel=body.channel,
+            description=body.description,
+            requested_at=request.app.state.context.clock.now(),
         )
+    except PaymentRefused as refusal:
+        raise ApiProblem(422, refusal.code, "Payment refused", refusal.message) from refusal
     context = request.app.state.context
     settings = request.app.state.gateway_settings
     pool: asyncpg.Pool = context.pool
@@ -178,15 +184,7 @@ async def create_payment(
                 )
         command = new_command(
             CreatePayment,
-            PaymentRequest(
-                order_id=body.order_id,
-                amount_minor=body.amount,
-                currency=body.currency,
-                channel=body.channel,
-                description=body.description,
-                fee_plan=merchant.fee_plans[body.channel],
-                expires_at=context.clock.now() + timedelta(minutes=merchant.payment_expiry_minutes),
-            ),
+            payment,
             aggregate_id=payment_id,
             merchant_id=merchant.merchant_id,
             producer="gateway",
