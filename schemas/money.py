@@ -38,7 +38,11 @@ def check_currency(code: str) -> str:
     return code
 
 
-CurrencyCode = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(check_currency)]
+CurrencyCode = Annotated[
+    str,
+    Field(min_length=3, max_length=3, json_schema_extra={"enum": sorted(CURRENCY_EXPONENTS)}),
+    AfterValidator(check_currency),
+]
 PositiveAmountMinor = Annotated[int, Field(strict=True, gt=0, le=AMOUNT_MINOR_MAX)]
 SignedAmountMinor = Annotated[int, Field(strict=True, ge=-AMOUNT_MINOR_MAX, le=AMOUNT_MINOR_MAX)]
 NonNegativeAmountMinor = Annotated[int, Field(strict=True, ge=0, le=AMOUNT_MINOR_MAX)]
