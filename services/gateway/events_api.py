@@ -3,7 +3,6 @@ is the same document its webhook carried."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -13,9 +12,12 @@ from schemas.public_events import PUBLIC_EVENT_TYPES
 from services.gateway.auth import MerchantDependency
 from services.gateway.listing import (
     LIMIT_DEFAULT,
+    CreatedGte,
+    CreatedLt,
     Limit,
     Page,
     StartingAfter,
+    check_filter,
     page_of,
     unknown_cursor,
 )
@@ -33,14 +35,11 @@ async def list_events(
     limit: Limit = LIMIT_DEFAULT,
     starting_after: StartingAfter = None,
     type: Annotated[str | None, Query(description=f"One of {EVENT_TYPES}.")] = None,
-    created_gte: Annotated[datetime | None, Query(alias="created[gte]")] = None,
-    created_lt: Annotated[datetime | None, Query(alias="created[lt]")] = None,
+    created_gte: CreatedGte = None,
+    created_lt: CreatedLt = None,
 ) -> Any:
     """The merchant's events, newest first, filtered by type and time, paginated by cursor."""
-    if type is not None and type not in EVENT_TYPES:
-        raise ApiProblem(
-            422, "invalid_request", "Unknown event type", f"type must be one of {EVENT_TYPES}"
-        )
+    check_filter("type", type, EVENT_TYPES)
     pool: asyncpg.Pool = request.app.state.context.pool
     async with pool.acquire() as connection:
         cursor_id = None

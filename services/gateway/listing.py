@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Query
@@ -17,6 +18,22 @@ StartingAfter = Annotated[
     str | None,
     Query(max_length=128, description="Cursor: the id of the last item of the previous page."),
 ]
+
+
+CreatedGte = Annotated[
+    datetime | None, Query(alias="created[gte]", description="Created at or after (ISO 8601).")
+]
+CreatedLt = Annotated[
+    datetime | None, Query(alias="created[lt]", description="Created before (ISO 8601).")
+]
+
+
+def check_filter(name: str, value: str | None, allowed: tuple[str, ...]) -> None:
+    """Raise a 422 problem when a filter names a value the list can never hold."""
+    if value is not None and value not in allowed:
+        raise ApiProblem(
+            422, "invalid_request", f"Unknown {name}", f"{name} must be one of {allowed}"
+        )
 
 
 class Page(BaseModel):

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 import asyncpg
@@ -31,9 +31,12 @@ from services.gateway.domain import (
 from services.gateway.intake import PaymentRefused, payment_request
 from services.gateway.listing import (
     LIMIT_DEFAULT,
+    CreatedGte,
+    CreatedLt,
     Limit,
     Page,
     StartingAfter,
+    check_filter,
     page_of,
     unknown_cursor,
 )
@@ -265,14 +268,11 @@ async def list_payments(
     status: Annotated[str | None, Query(description=f"One of {PAYMENT_STATUSES}.")] = None,
     channel: Channel | None = None,
     order_id: Annotated[str | None, Query(max_length=128)] = None,
-    created_gte: Annotated[datetime | None, Query(alias="created[gte]")] = None,
-    created_lt: Annotated[datetime | None, Query(alias="created[lt]")] = None,
+    created_gte: CreatedGte = None,
+    created_lt: CreatedLt = None,
 ) -> Any:
     """The merchant's payments, newest first, filtered and paginated by cursor."""
-    if status is not None and status not in PAYMENT_STATUSES:
-        raise ApiProblem(
-            422, "invalid_request", "Unknown status", f"status must be one of {PAYMENT_STATUSES}"
-        )
+    check_filter("status", status, PAYMENT_STATUSES)
     pool: asyncpg.Pool = request.app.state.context.pool
     async with pool.acquire() as connection:
         if starting_after is not None and not await connection.fetchval(
