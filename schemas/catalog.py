@@ -20,6 +20,7 @@ from schemas.channels import (
     ChannelPaymentRejected,
     ChannelPaymentSucceeded,
     CloseChannelTrade,
+    QueryChannelPayment,
     SubmitChannelPayment,
 )
 from schemas.envelope import Command, Event, Message
@@ -64,6 +65,7 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     CancelPayment,
     SubmitChannelPayment,
     CloseChannelTrade,
+    QueryChannelPayment,
 )
 MESSAGE_TYPES: tuple[type[Event] | type[Command], ...] = EVENT_TYPES + COMMAND_TYPES
 

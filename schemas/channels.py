@@ -43,6 +43,19 @@ class CloseChannelTrade(Command):
     payload: CloseChannelTradePayload
 
 
+class QueryChannelPaymentPayload(Contract):
+    channel: Channel
+
+
+class QueryChannelPayment(Command):
+    """Ask the channel whether a payment was paid, when no notification arrived in time."""
+
+    topic: ClassVar[Topic] = Topic.CHANNEL_COMMANDS
+    command_type: Literal["QueryChannelPayment"] = "QueryChannelPayment"
+    schema_version: Literal[1] = 1
+    payload: QueryChannelPaymentPayload
+
+
 class ChannelPaymentPreparedPayload(Contract):
     channel: Channel
     channel_trade_id: str = Field(min_length=1, max_length=128)

@@ -8,7 +8,7 @@ import httpx
 from fastapi import FastAPI
 
 from schemas import Topic
-from schemas.channels import CloseChannelTrade, SubmitChannelPayment
+from schemas.channels import CloseChannelTrade, QueryChannelPayment, SubmitChannelPayment
 from schemas.common import Channel
 from schemas.ledger import JournalEntryPosted
 from schemas.orders import OrderCancelled, OrderPlaced
@@ -23,7 +23,11 @@ from services.gateway import (
     projections,
     webhooks_api,
 )
-from services.gateway.channel_results import close_channel_trade, submit_channel_payment
+from services.gateway.channel_results import (
+    close_channel_trade,
+    query_channel_payment,
+    submit_channel_payment,
+)
 from services.gateway.channels.alipay import AlipayChannel
 from services.gateway.channels.base import ChannelAdapter
 from services.gateway.domain import STATUS_AFTER_EVENT
@@ -75,6 +79,9 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
                     submit_channel_payment, channels=channels, clock=context.clock
                 ),
                 CloseChannelTrade: partial(close_channel_trade, channels=channels),
+                QueryChannelPayment: partial(
+                    query_channel_payment, channels=channels, clock=context.clock
+                ),
             },
         )
         context.consume(

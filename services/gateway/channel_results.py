@@ -21,6 +21,7 @@ from schemas.channels import (
     ChannelPaymentSucceeded,
     ChannelPaymentSucceededPayload,
     CloseChannelTrade,
+    QueryChannelPayment,
     SubmitChannelPayment,
 )
 from schemas.common import Channel, Failure, NextAction
@@ -151,6 +152,34 @@ async def close_channel_trade(
         )
         return
     log.info("channel_trade_closed", payment_id=command.aggregate_id, reason=command.payload.reason)
+
+
+async def query_channel_payment(
+    connection: asyncpg.Connection,
+    command: QueryChannelPayment,
+    *,
+    channels: Mapping[Channel, ChannelAdapter],
+    clock: Clock,
+) -> None:
+    """Ask the channel about a payment whose notification is overdue, and record a paid
+    trade exactly as a notification would be recorded (once, whichever comes first).
+
+    Raises TransientError when the channel is unreachable.
+    """
+    adapter = channels.get(command.payload.channel)
+    if adapter is None:
+        return
+    try:
+        paid = await adapter.query(payment_id=command.aggregate_id)
+    except ChannelUnavailable as error:
+        raise TransientError(f"channel {command.payload.channel.value}: {error}") from error
+    if paid is None:
+        log.info("channel_query_unpaid", payment_id=command.aggregate_id)
+        return
+    recorded = await record_channel_notification(
+        connection, command.payload.channel, paid, clock=clock
+    )
+    log.info("channel_query_paid", payment_id=command.aggregate_id, recorded=recorded)
 
 
 class UnknownChannelTrade(Exception):

@@ -24,7 +24,11 @@ def create_app(
     center_settings = settings or PaymentCenterSettings()
 
     async def wire(context: ServiceContext) -> None:
-        decide = partial(handlers.decide_payment, clock=context.clock)
+        decide = partial(
+            handlers.decide_payment,
+            clock=context.clock,
+            query_schedule_ms=tuple(center_settings.channel_query_schedule_ms),
+        )
         for topic in (Topic.PAYMENTS_COMMANDS, Topic.RISK_DECISIONS, Topic.CHANNEL_RESULTS):
             context.consume(topic, {cls: decide for cls in handlers.DECIDERS if cls.topic is topic})
 
@@ -42,7 +46,22 @@ def create_app(
                 if expired < center_settings.expiry_batch_size_max:
                     await asyncio.sleep(center_settings.expiry_poll_interval_ms / 1000)
 
-        context.background.append(expire_payments)
+        async def query_stuck_payments() -> None:
+            while True:
+                try:
+                    queried = await handlers.query_stuck_payments(
+                        context.pool,
+                        context.clock,
+                        center_settings.channel_query_schedule_ms,
+                        center_settings.expiry_batch_size_max,
+                    )
+                except TRANSIENT_ERRORS as error:
+                    log.warning("channel_query_round_failed", error=repr(error))
+                    queried = 0
+                if queried < center_settings.expiry_batch_size_max:
+                    await asyncio.sleep(center_settings.expiry_poll_interval_ms / 1000)
+
+        context.background.extend([expire_payments, query_stuck_payments])
 
     return create_service_app(
         "payment_center",

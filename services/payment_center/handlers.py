@@ -7,17 +7,26 @@ id, and risk and the gateway record their results in streams named after the pay
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import structlog
 
-from schemas import Event, Message
-from schemas.channels import ChannelPaymentPrepared, ChannelPaymentRejected, ChannelPaymentSucceeded
+from schemas import Event, Message, new_command
+from schemas.channels import (
+    ChannelPaymentPrepared,
+    ChannelPaymentRejected,
+    ChannelPaymentSucceeded,
+    QueryChannelPayment,
+    QueryChannelPaymentPayload,
+)
+from schemas.common import Channel
 from schemas.payments import (
     CancelPayment,
     CreatePayment,
+    PaymentActionRequired,
     PaymentCanceled,
     PaymentCreated,
     PaymentExpired,
@@ -28,7 +37,8 @@ from schemas.risk import RiskDecisionMade
 from services.common.clock import Clock
 from services.common.db import Connection
 from services.common.decisions import Decision
-from services.common.event_store import load_stream, record_decision
+from services.common.event_store import enqueue_commands, load_stream, record_decision
+from services.common.invariant import InvariantViolation
 from services.common.metrics import PAYMENTS_FINISHED
 from services.payment_center import domain
 
@@ -43,6 +53,8 @@ FINAL_EVENTS: dict[type[Event], str] = {
     PaymentExpired: "expired",
 }
 
+DEFAULT_QUERY_SCHEDULE_MS: tuple[int, ...] = (60_000, 120_000, 300_000, 600_000)
+
 # Which pure decision each input message leads to.
 DECIDERS: dict[type[Message], Callable[[domain.Payment | None, Any], Decision]] = {
     CreatePayment: domain.create_payment,
@@ -54,7 +66,13 @@ DECIDERS: dict[type[Message], Callable[[domain.Payment | None, Any], Decision]] 
 }
 
 
-async def decide_payment(connection: asyncpg.Connection, message: Message, *, clock: Clock) -> None:
+async def decide_payment(
+    connection: asyncpg.Connection,
+    message: Message,
+    *,
+    clock: Clock,
+    query_schedule_ms: Sequence[int] = DEFAULT_QUERY_SCHEDULE_MS,
+) -> None:
     """Apply one input to its payment and record what the domain decided.
 
     Raises the domain's PaymentError for an input the payment refuses (the consumer
@@ -67,7 +85,16 @@ async def decide_payment(connection: asyncpg.Connection, message: Message, *, cl
     if decision.is_empty:
         log.info("payment_input_ignored", payment_id=payment_id, status=state and state.status)
         return
-    await _record(connection, state, decision, payment_id, message.merchant_id, clock, message)
+    await _record(
+        connection,
+        state,
+        decision,
+        payment_id,
+        message.merchant_id,
+        clock,
+        message,
+        query_schedule_ms,
+    )
 
 
 async def _record(
@@ -78,6 +105,7 @@ async def _record(
     merchant_id: str,
     clock: Clock,
     cause: Message | None,
+    query_schedule_ms: Sequence[int],
 ) -> None:
     correlation_id = None
     if cause is None:
@@ -96,7 +124,7 @@ async def _record(
         cause=cause,
         correlation_id=correlation_id,
     )
-    await _track_deadline(connection, payment_id, events)
+    await _track_deadline(connection, state, payment_id, events, query_schedule_ms)
     for event in events:
         if type(event) in FINAL_EVENTS:
             # Counted before the commit: a rare retry after a failed commit counts twice.
@@ -107,8 +135,22 @@ async def _record(
     log.info("payment_decided", payment_id=payment_id, events=[e.event_type for e in events])
 
 
-async def _track_deadline(connection: Connection, payment_id: str, events: list[Event]) -> None:
+async def _track_deadline(
+    connection: Connection,
+    state: domain.Payment | None,
+    payment_id: str,
+    events: list[Event],
+    query_schedule_ms: Sequence[int],
+) -> None:
     for event in events:
+        if isinstance(event, PaymentActionRequired) and state is not None:
+            await connection.execute(
+                "INSERT INTO channel_queries (payment_id, channel, due_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT DO NOTHING",
+                payment_id,
+                state.terms.channel.value,
+                event.occurred_at + timedelta(milliseconds=query_schedule_ms[0]),
+            )
         if isinstance(event, PaymentCreated) and event.payload.expires_at is not None:
             await connection.execute(
                 "INSERT INTO payment_deadlines (payment_id, expires_at) VALUES ($1, $2)"
@@ -119,6 +161,9 @@ async def _track_deadline(connection: Connection, payment_id: str, events: list[
         elif type(event) in FINAL_EVENTS:
             await connection.execute(
                 "DELETE FROM payment_deadlines WHERE payment_id = $1", payment_id
+            )
+            await connection.execute(
+                "DELETE FROM channel_queries WHERE payment_id = $1", payment_id
             )
 
 
@@ -139,10 +184,66 @@ async def expire_due_payments(pool: asyncpg.Pool, clock: Clock, batch_size_max: 
             decision = domain.expire_payment(state, now)
             if state is not None and not decision.is_empty:
                 await _record(
-                    connection, state, decision, payment_id, state.merchant_id, clock, None
+                    connection,
+                    state,
+                    decision,
+                    payment_id,
+                    state.merchant_id,
+                    clock,
+                    None,
+                    DEFAULT_QUERY_SCHEDULE_MS,
                 )
             else:
                 await connection.execute(
                     "DELETE FROM payment_deadlines WHERE payment_id = $1", payment_id
+                )
+    return len(due)
+
+
+async def query_stuck_payments(
+    pool: asyncpg.Pool, clock: Clock, query_schedule_ms: Sequence[int], batch_size_max: int
+) -> int:
+    """Ask the channel about payments whose notification is overdue: one
+    QueryChannelPayment per due payment, then the next query is scheduled, until the
+    schedule is used up. Returns how many queries were sent."""
+    now = clock.now()
+    async with pool.acquire() as connection, connection.transaction():
+        due = await connection.fetch(
+            "SELECT payment_id, channel, query_count FROM channel_queries WHERE due_at <= $1"
+            " ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            now,
+            batch_size_max,
+        )
+        for row in due:
+            first = await connection.fetchrow(
+                "SELECT merchant_id, correlation_id FROM event_store"
+                " WHERE stream_id = $1 AND stream_version = 1",
+                row["payment_id"],
+            )
+            if first is None:
+                raise InvariantViolation(f"channel query for unknown payment {row['payment_id']}")
+            command = new_command(
+                QueryChannelPayment,
+                QueryChannelPaymentPayload(channel=Channel(row["channel"])),
+                aggregate_id=row["payment_id"],
+                merchant_id=first["merchant_id"],
+                producer=PRODUCER,
+                issued_at=now,
+                correlation_id=first["correlation_id"],
+                causation_id=None,
+            )
+            await enqueue_commands(connection, [command])
+            query_count = row["query_count"] + 1
+            if query_count < len(query_schedule_ms):
+                await connection.execute(
+                    "UPDATE channel_queries SET query_count = $2, due_at = $3"
+                    " WHERE payment_id = $1",
+                    row["payment_id"],
+                    query_count,
+                    now + timedelta(milliseconds=query_schedule_ms[query_count]),
+                )
+            else:
+                await connection.execute(
+                    "DELETE FROM channel_queries WHERE payment_id = $1", row["payment_id"]
                 )
     return len(due)

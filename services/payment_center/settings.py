@@ -13,6 +13,15 @@ class PaymentCenterSettings(ServiceSettings):
         le=60_000,
         description="How often unpaid payments are checked for expiry.",
     )
+    channel_query_schedule_ms: list[int] = Field(
+        default=[60_000, 120_000, 300_000, 600_000],
+        min_length=1,
+        max_length=20,
+        description=(
+            "When no channel notification has arrived, ask the channel after each of these"
+            " delays (one per query, counted from the previous one); then stop."
+        ),
+    )
     expiry_batch_size_max: int = Field(
         default=100, ge=1, le=10_000, description="Payments one expiry round expires at most."
     )

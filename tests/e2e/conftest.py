@@ -46,6 +46,9 @@ def platform(
         # Notifications and webhook retries compressed so failures show within a test.
         patch.setenv("PAYRAIL_PSP_NOTIFY_RETRY_SCHEDULE_MS", "[0, 200, 500, 1000, 2000]")
         patch.setenv("PAYRAIL_WEBHOOK_RETRY_SCHEDULE_MS", "[0, 200, 500, 1000, 2000]")
+        # A notification overdue after one second is queried at the channel.
+        patch.setenv("PAYRAIL_CHANNEL_QUERY_SCHEDULE_MS", "[1000, 2000]")
+        patch.setenv("PAYRAIL_EXPIRY_POLL_INTERVAL_MS", "200")
         running = Platform(launcher_settings, service_settings)
         running.start()
     try:

@@ -20,6 +20,7 @@ from services.gateway.channels.base import (
     ChannelUnavailable,
     InvalidNotification,
     PreparedTrade,
+    VerifiedPaymentNotification,
 )
 
 SECRET = "unit-test-secret"
@@ -564,3 +565,72 @@ class TestCloseAnswers:
 
         with pytest.raises(ChannelUnavailable):
             await close_against(lambda _request: httpx.Response(200, json=busy))
+
+
+def query_answer(payment_id: str, trade_status: str, **extra: str) -> dict[str, str]:
+    answer = {
+        "code": "10000",
+        "msg": "Success",
+        "trade_no": "2025030100001",
+        "out_trade_no": payment_id,
+        "trade_status": trade_status,
+        "total_amount_minor": "1999",
+        "currency": "CNY",
+        **extra,
+    }
+    return protocol.signed(answer, SECRET)
+
+
+async def query_against(
+    payment_id: str, answer: Callable[[httpx.Request], httpx.Response]
+) -> VerifiedPaymentNotification | None:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http_client:
+        return await make_channel(http_client).query(payment_id=payment_id)
+
+
+class TestQueryAnswers:
+    async def test_a_paid_trade_reads_as_a_notification_named_after_the_query(self) -> None:
+        payment_id = random_payment_id()
+        paths: list[str] = []
+
+        def handle(request: httpx.Request) -> httpx.Response:
+            paths.append(f"{request.url.path}?{request.url.query.decode()}")
+            answer = query_answer(
+                payment_id, "TRADE_SUCCESS", gmt_payment="2025-03-01T12:00:00+00:00"
+            )
+            return httpx.Response(200, json=answer)
+
+        paid = await query_against(payment_id, handle)
+
+        assert paths == [f"{protocol.TRADE_QUERY_PATH_PREFIX}{payment_id}?app_id={APP_ID}"]
+        assert paid is not None
+        assert paid.notification_id == "query:2025030100001"
+        assert (paid.payment_id, paid.amount_minor, paid.currency) == (payment_id, 1999, "CNY")
+        assert paid.paid_at == datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+    @pytest.mark.parametrize("status", ["WAIT_BUYER_PAY", "TRADE_CLOSED"])
+    async def test_an_unpaid_or_closed_trade_is_none(self, status: str) -> None:
+        payment_id = random_payment_id()
+        answer = query_answer(payment_id, status)
+        assert await query_against(payment_id, lambda _r: httpx.Response(200, json=answer)) is None
+
+    async def test_a_signed_unknown_trade_is_none(self) -> None:
+        refusal = signed_refusal("TRADE_NOT_EXIST", "no such trade")
+        payment_id = random_payment_id()
+        assert await query_against(payment_id, lambda _r: httpx.Response(200, json=refusal)) is None
+
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            lambda pid: {**query_answer(pid, "TRADE_SUCCESS"), "sign": "0" * 64},
+            lambda pid: query_answer("pay_other", "TRADE_SUCCESS"),
+            lambda pid: query_answer(pid, "TRADE_SUCCESS"),  # paid but no gmt_payment
+            lambda pid: {"code": "40004", "sub_code": "TRADE_NOT_EXIST"},  # unsigned
+        ],
+    )
+    async def test_an_answer_that_proves_nothing_is_unavailable(
+        self, answer: Callable[[str], dict[str, str]]
+    ) -> None:
+        payment_id = random_payment_id()
+        with pytest.raises(ChannelUnavailable):
+            await query_against(payment_id, lambda _r: httpx.Response(200, json=answer(payment_id)))

@@ -140,6 +140,52 @@ class AlipayChannel:
         response_fields = await self._post(protocol.CLOSE_PATH, request_fields)
         self._check_closed(response_fields, payment_id)
 
+    async def query(self, *, payment_id: str) -> VerifiedPaymentNotification | None:
+        """Query the trade of `payment_id`: the answer when no notification arrives.
+
+        Returns the paid trade as a verified notification with id `query:<trade_no>`, or
+        None while it is unpaid, closed or unknown. Raises ChannelUnavailable on timeout,
+        connection error, unexpected answer, or an answer whose signature does not verify.
+        """
+        url = f"{self._base_url}{protocol.TRADE_QUERY_PATH_PREFIX}{payment_id}"
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._http_client.get(
+                    url,
+                    params={"app_id": self._app_id},
+                    timeout=httpx.Timeout(self._timeout_s),
+                    follow_redirects=False,
+                )
+        except TimeoutError as error:
+            raise ChannelUnavailable(f"alipay did not answer within {self._timeout_s} s") from error
+        except httpx.HTTPError as error:
+            raise ChannelUnavailable(f"alipay query failed: {type(error).__name__}") from error
+        if response.status_code != 200:
+            raise ChannelUnavailable(f"alipay answered HTTP {response.status_code}")
+        fields = _response_fields(response.content)
+        if not protocol.verify(fields, self._secret):
+            raise ChannelUnavailable("alipay query answer signature does not verify")
+        code = fields.get("code", "")
+        if code == protocol.CODE_BUSINESS_FAILED:
+            if fields.get("sub_code") == protocol.SUB_CODE_TRADE_NOT_EXIST:
+                return None
+            raise ChannelUnavailable(f"alipay refused the query: {fields.get('sub_code', '')[:64]}")
+        if code != protocol.CODE_SUCCESS or fields.get("out_trade_no") != payment_id:
+            raise ChannelUnavailable("alipay query answer is not about this trade")
+        if fields.get("trade_status") != protocol.TRADE_STATUS_SUCCESS:
+            return None
+        try:
+            return VerifiedPaymentNotification(
+                notification_id=f"query:{fields['trade_no']}",
+                channel_trade_id=fields["trade_no"],
+                payment_id=payment_id,
+                amount_minor=_parse_amount_minor(fields["total_amount_minor"]),
+                currency=_parse_currency(fields["currency"]),
+                paid_at=_parse_paid_at(fields["gmt_payment"]),
+            )
+        except (KeyError, InvalidNotification) as error:
+            raise ChannelUnavailable(f"alipay query answer is incomplete: {error!r}") from error
+
     def verify_notification(
         self, fields: Mapping[str, str], *, now: datetime
     ) -> VerifiedPaymentNotification:

@@ -47,6 +47,8 @@ NOTIFY_ACKNOWLEDGEMENT: Final = "success"
 PRECREATE_PATH: Final = "/alipay/v1/trades/precreate"
 CLOSE_PATH: Final = "/alipay/v1/trades/close"
 TRADE_QUERY_PATH_PREFIX: Final = "/alipay/v1/trades/"
+# The simulator loses every notification of a trade whose subject contains this marker.
+LOSE_NOTIFICATIONS_MARKER: Final = "[psp:lose_notifications]"
 
 _EXCLUDED_FIELDS: Final = frozenset({SIGN_FIELD, SIGN_TYPE_FIELD})
 

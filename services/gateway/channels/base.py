@@ -84,6 +84,12 @@ class ChannelAdapter(Protocol):
         """
         ...
 
+    async def query(self, *, payment_id: str) -> VerifiedPaymentNotification | None:
+        """Ask the channel whether the payer paid. Returns what a success notification
+        would have proved (its id `query:<trade id>`), or None while unpaid, closed or
+        unknown. Raises ChannelUnavailable when the answer is unknown."""
+        ...
+
     async def close(self, *, payment_id: str) -> None:
         """Close the channel's trade for `payment_id` so the payer can no longer pay it.
 
