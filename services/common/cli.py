@@ -92,22 +92,29 @@ def migrate(_: argparse.Namespace) -> int:
 
 
 def export_schemas(arguments: argparse.Namespace) -> int:
-    """Write (or with --check, verify) the JSON Schemas, AsyncAPI and configuration docs."""
+    """Write (or with --check, verify) the JSON Schemas, AsyncAPI, OpenAPI and configuration
+    documents."""
     from schemas.export import check_exports, write_exports
     from services.common.settings_doc import CONFIGURATION_DOC, configuration_doc
+    from services.gateway.openapi_doc import OPENAPI_DOC, openapi_document
 
+    documents = {CONFIGURATION_DOC: configuration_doc(), OPENAPI_DOC: openapi_document()}
     if arguments.check:
         stale = check_exports()
-        if not CONFIGURATION_DOC.exists() or CONFIGURATION_DOC.read_text() != configuration_doc():
-            stale.append(CONFIGURATION_DOC)
+        stale += [
+            path
+            for path, text in documents.items()
+            if not path.exists() or path.read_text() != text
+        ]
         for path in stale:
             print(f"stale: {path}", file=sys.stderr)
         return 1 if stale else 0
     for path in write_exports():
         print(f"wrote {path}")
-    CONFIGURATION_DOC.parent.mkdir(exist_ok=True)
-    CONFIGURATION_DOC.write_text(configuration_doc())
-    print(f"wrote {CONFIGURATION_DOC}")
+    for path, text in documents.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}")
     return 0
 
 

@@ -96,8 +96,10 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
     for status, description in (
         (401, "Missing or invalid API key"),
+        (403, "Merchant suspended, or the admin key is required"),
         (404, "Not found"),
-        (409, "Conflict"),
+        (409, "Conflict with the resource's state"),
         (422, "Invalid request"),
+        (503, "A service behind the API is unavailable"),
     )
 }

@@ -118,3 +118,15 @@ def test_a_v1_payment_created_is_read_as_v2_without_an_expiry() -> None:
     assert isinstance(message, PaymentCreated)
     assert message.schema_version == 2
     assert message.payload.expires_at is None
+
+
+def test_the_checked_in_openapi_document_is_current_and_declares_problems() -> None:
+    from services.gateway.openapi_doc import OPENAPI_DOC, openapi_document
+
+    document = openapi_document()
+    assert OPENAPI_DOC.read_text() == document, "run `payrail export-schemas`"
+    paths = json.loads(document)["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            declared = set(operation["responses"])
+            assert {"401", "422"} <= declared, f"{method.upper()} {path} declares {declared}"
