@@ -116,6 +116,21 @@ class PaymentSucceeded(Event):
     payload: PaymentSucceededPayload
 
 
+class PaymentPaidAfterClosePayload(PaymentSucceededPayload):
+    """The channel took the payer's money for a payment that was already over."""
+
+    closed_status: Literal["canceled", "expired", "failed"]
+
+
+class PaymentPaidAfterClose(Event):
+    """Money arrived for a closed payment; it is owed back to the payer (a refund)."""
+
+    topic: ClassVar[Topic] = Topic.PAYMENTS_EVENTS
+    event_type: Literal["PaymentPaidAfterClose"] = "PaymentPaidAfterClose"
+    schema_version: Literal[1] = 1
+    payload: PaymentPaidAfterClosePayload
+
+
 class PaymentFailedPayload(PaymentTerms):
     failure: Failure
 

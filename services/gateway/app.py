@@ -7,11 +7,12 @@ from functools import partial
 import httpx
 from fastapi import FastAPI
 
-from schemas import Topic
+from schemas import Message, Topic
 from schemas.channels import CloseChannelTrade, QueryChannelPayment, SubmitChannelPayment
 from schemas.common import Channel
 from schemas.ledger import JournalEntryPosted
 from schemas.orders import OrderCancelled, OrderPlaced
+from schemas.payments import PaymentPaidAfterClose
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
 from services.gateway import (
@@ -34,6 +35,9 @@ from services.gateway.domain import STATUS_AFTER_EVENT
 from services.gateway.payment_updates import PaymentUpdates
 from services.gateway.problems import install_problem_handlers
 from services.gateway.settings import GatewaySettings
+
+# Every payment event the gateway folds into its payment views and timelines.
+PROJECTED_PAYMENT_EVENTS: tuple[type[Message], ...] = (*STATUS_AFTER_EVENT, PaymentPaidAfterClose)
 
 
 def create_app(settings: GatewaySettings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -86,7 +90,7 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         )
         context.consume(
             Topic.PAYMENTS_EVENTS,
-            {event_type: projections.project_payment_event for event_type in STATUS_AFTER_EVENT},
+            dict.fromkeys(PROJECTED_PAYMENT_EVENTS, projections.project_payment_event),
         )
         context.consume(
             Topic.LEDGER_EVENTS, {JournalEntryPosted: projections.project_journal_entry}

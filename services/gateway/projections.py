@@ -37,6 +37,8 @@ async def project_payment_event(connection: asyncpg.Connection, event: Event) ->
         event.occurred_at,
         event.payload.model_dump_json(),  # type: ignore[attr-defined]
     )
+    if type(event) not in STATUS_AFTER_EVENT:
+        return  # a fact about the payment that leaves its status as it is
     if isinstance(event, PaymentCreated):
         terms = event.payload
         await connection.execute(

@@ -13,10 +13,15 @@ from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel
 
 from schemas import Topic
-from schemas.payments import PaymentSucceeded
+from schemas.payments import PaymentPaidAfterClose, PaymentSucceeded
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
-from services.ledger.handlers import BALANCES_LIMIT_MAX, post_payment_succeeded, read_balances
+from services.ledger.handlers import (
+    BALANCES_LIMIT_MAX,
+    post_paid_after_close,
+    post_payment_succeeded,
+    read_balances,
+)
 from services.ledger.settings import LedgerSettings
 
 SERVICE_NAME = "ledger"
@@ -36,7 +41,15 @@ async def wire_ledger(context: ServiceContext) -> None:
     async def on_payment_succeeded(connection: asyncpg.Connection, event: PaymentSucceeded) -> None:
         await post_payment_succeeded(connection, event, clock=context.clock)
 
-    context.consume(Topic.PAYMENTS_EVENTS, {PaymentSucceeded: on_payment_succeeded})
+    async def on_paid_after_close(
+        connection: asyncpg.Connection, event: PaymentPaidAfterClose
+    ) -> None:
+        await post_paid_after_close(connection, event, clock=context.clock)
+
+    context.consume(
+        Topic.PAYMENTS_EVENTS,
+        {PaymentSucceeded: on_payment_succeeded, PaymentPaidAfterClose: on_paid_after_close},
+    )
 
 
 def _add_internal_routes(app: FastAPI) -> None:

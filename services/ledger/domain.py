@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from schemas.common import Channel, FeePlan
 from schemas.ledger import Posting
-from schemas.payments import PaymentSucceededPayload
+from schemas.payments import PaymentPaidAfterClosePayload, PaymentSucceededPayload
 from services.common.invariant import invariant
 
 BASIS_POINTS_PER_UNIT = 10_000
@@ -24,6 +24,10 @@ BASIS_POINTS_PER_UNIT = 10_000
 PAYMENT_SUCCEEDED_KIND = "payment_succeeded"
 
 FEE_REVENUE_ACCOUNT = "platform:fee_revenue"
+# Money a channel took for a payment that was already over, owed back to the payer until
+# it is refunded.
+REFUNDS_CLEARING_ACCOUNT = "platform:refunds_clearing"
+PAID_AFTER_CLOSE_KIND = "payment_paid_after_close"
 
 # Entry ids derive from the source event, so a rebuild of the journal from the log gives
 # every entry the id it had before, and two deliveries of one event name the same entry.
@@ -146,6 +150,24 @@ def payment_succeeded_entry(payment: PaymentSucceededPayload, merchant_id: str) 
             (channel_receivable_account(payment.channel), gross_minor),
             (merchant_pending_account(merchant_id), -(gross_minor - fee_minor)),
             (FEE_REVENUE_ACCOUNT, -fee_minor),
+        ],
+    )
+    check_balanced(postings)
+    return postings
+
+
+def paid_after_close_entry(payment: PaymentPaidAfterClosePayload) -> list[Posting]:
+    """The postings that record money taken for a closed payment: the channel owes us the
+    gross, which we owe back to the payer. No fee and nothing for the merchant.
+
+    - debit  `platform:channel_receivable:{channel}`  +G
+    - credit `platform:refunds_clearing`               -G
+    """
+    postings = _lines(
+        payment.currency,
+        [
+            (channel_receivable_account(payment.channel), payment.amount_minor),
+            (REFUNDS_CLEARING_ACCOUNT, -payment.amount_minor),
         ],
     )
     check_balanced(postings)

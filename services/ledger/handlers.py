@@ -13,15 +13,18 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
+from schemas import Event
 from schemas.ledger import JournalEntryPosted, JournalEntryPostedPayload, Posting
-from schemas.payments import PaymentSucceeded
+from schemas.payments import PaymentPaidAfterClose, PaymentSucceeded
 from services.common.clock import Clock
 from services.common.decisions import Decision, Emit
 from services.common.event_store import record_decision
 from services.ledger.domain import (
+    PAID_AFTER_CLOSE_KIND,
     PAYMENT_SUCCEEDED_KIND,
     check_balanced,
     entry_id_for,
+    paid_after_close_entry,
     payment_succeeded_entry,
 )
 
@@ -79,24 +82,44 @@ class AccountBalance:
 async def post_payment_succeeded(
     connection: asyncpg.Connection, event: PaymentSucceeded, *, clock: Clock
 ) -> str | None:
-    """Post the journal entry of a successful payment and emit `JournalEntryPosted`.
+    """Post the journal entry of a successful payment; see `post_entry`."""
+    postings = payment_succeeded_entry(event.payload, event.merchant_id)
+    return await post_entry(connection, event, PAYMENT_SUCCEEDED_KIND, postings, clock=clock)
+
+
+async def post_paid_after_close(
+    connection: asyncpg.Connection, event: PaymentPaidAfterClose, *, clock: Clock
+) -> str | None:
+    """Post money taken for a closed payment as owed back to the payer; see `post_entry`."""
+    postings = paid_after_close_entry(event.payload)
+    return await post_entry(connection, event, PAID_AFTER_CLOSE_KIND, postings, clock=clock)
+
+
+async def post_entry(
+    connection: asyncpg.Connection,
+    event: Event,
+    kind: str,
+    postings: Sequence[Posting],
+    *,
+    clock: Clock,
+) -> str | None:
+    """Post the journal entry that records `event` and emit `JournalEntryPosted`.
 
     Returns the entry id, or None when the entry already exists (the same source event
     posted before, e.g. during a replay), in which case nothing is written.
     Raises UnbalancedEntry or InvalidMerchantId (never retried: the consumer dead-letters
     the event), ConcurrencyConflict when another writer emitted for the same entry first.
     """
-    entry_id = entry_id_for(event.event_id)
-    postings = payment_succeeded_entry(event.payload, event.merchant_id)
     check_balanced(postings)
+    entry_id = entry_id_for(event.event_id)
     inserted = await connection.fetchval(
         _INSERT_ENTRY,
         entry_id,
         event.event_id,
-        PAYMENT_SUCCEEDED_KIND,
+        kind,
         event.merchant_id,
-        # The entry takes effect when the payment's success was recorded, not when the
-        # ledger got round to it, so a rebuild from the log dates every entry the same.
+        # The entry takes effect when the source fact was recorded, not when the ledger
+        # got round to it, so a rebuild from the log dates every entry the same.
         event.occurred_at,
     )
     if inserted is None:
@@ -106,7 +129,7 @@ async def post_payment_succeeded(
     await connection.execute(_APPLY_TO_BALANCES, entry_id)
     payload = JournalEntryPostedPayload(
         entry_id=entry_id,
-        kind=PAYMENT_SUCCEEDED_KIND,
+        kind=kind,
         source_event_id=str(event.event_id),
         source_aggregate_id=event.aggregate_id,
         postings=tuple(postings),
@@ -121,7 +144,7 @@ async def post_payment_succeeded(
         clock=clock,
         cause=event,
     )
-    log.info("journal_entry_posted", entry_id=entry_id, kind=PAYMENT_SUCCEEDED_KIND)
+    log.info("journal_entry_posted", entry_id=entry_id, kind=kind)
     return entry_id
 
 

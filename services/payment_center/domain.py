@@ -43,6 +43,8 @@ from schemas.payments import (
     PaymentExpired,
     PaymentFailed,
     PaymentFailedPayload,
+    PaymentPaidAfterClose,
+    PaymentPaidAfterClosePayload,
     PaymentRequest,
     PaymentRiskApproved,
     PaymentRiskApprovedPayload,
@@ -110,6 +112,7 @@ class Payment:
     channel_trade_id: str | None = None
     next_action: NextAction | None = None
     failure: Failure | None = None
+    paid_after_close: bool = False
 
 
 def terms_of(request: PaymentRequest) -> PaymentTerms:
@@ -151,6 +154,8 @@ def evolve(state: Payment | None, event: Event) -> Payment:
         return replace(
             state, status=PaymentStatus.FAILED, failure=event.payload.failure, next_action=None
         )
+    if isinstance(event, PaymentPaidAfterClose):
+        return replace(state, paid_after_close=True)
     if isinstance(event, PaymentCanceled):
         return replace(state, status=PaymentStatus.CANCELED, next_action=None)
     if isinstance(event, PaymentExpired):
@@ -297,10 +302,18 @@ def apply_channel_succeeded(
             f"{state.payment_id}: channel paid {paid.amount_minor} {paid.currency},"
             f" payment is {terms.amount_minor} {terms.currency}"
         )
-    if state.status in TERMINAL_STATUSES:
-        # A success after a failure, cancel or expiry is money received for a closed
-        # payment; refunding such late payments automatically is still to be built.
+    if state.status is PaymentStatus.SUCCEEDED or state.paid_after_close:
         return NOTHING
+    if state.status in TERMINAL_STATUSES:
+        # The payer paid a trade that closed too late (or a closed payment was paid
+        # anyway): the money is recorded, once, as owed back to the payer.
+        late = PaymentPaidAfterClosePayload(
+            **terms.model_dump(),
+            channel_trade_id=paid.channel_trade_id,
+            paid_at=paid.paid_at,
+            closed_status=state.status.value,
+        )
+        return Decision(events=(Emit(PaymentPaidAfterClose, late),))
     payload = PaymentSucceededPayload(
         **terms.model_dump(), channel_trade_id=paid.channel_trade_id, paid_at=paid.paid_at
     )

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import httpx
 
 from services.common.launcher import PlatformInfo
+from services.gateway.channels.alipay_protocol import signed
 
 T = TypeVar("T")
 
@@ -53,3 +54,25 @@ def as_merchant(info: PlatformInfo, api_key: str) -> httpx.Client:
     return httpx.Client(
         base_url=info.api_base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=15.0
     )
+
+
+def signed_channel_notification(
+    payment: dict[str, Any], notify_id: str, notify_time: int
+) -> dict[str, str]:
+    trade_no = payment["next_action"]["url"].rsplit("/", 1)[-1]
+    fields = {
+        "notify_id": notify_id,
+        "notify_time": str(notify_time),
+        "notify_type": "trade_status_sync",
+        "app_id": "payrail_platform",
+        "trade_no": trade_no,
+        "out_trade_no": payment["id"],
+        "trade_status": "TRADE_SUCCESS",
+        "total_amount_minor": str(payment["amount"]),
+        "currency": payment["currency"],
+        "gmt_payment": "2026-11-22T10:00:00+00:00",
+    }
+    # The platform runs with the simulator's sandbox secret, so the test can sign as the
+    # channel would: duplicates and replays are then refused for what they are, not for
+    # a bad signature.
+    return signed(fields, "alipay-sandbox-secret")

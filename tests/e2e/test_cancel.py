@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 import httpx
 
 from services.common.launcher import PlatformInfo
-from tests.e2e.helpers import eventually, new_payment
+from tests.e2e.helpers import eventually, new_payment, signed_channel_notification
 
 
 def test_canceling_an_unpaid_payment_closes_its_trade(
@@ -51,3 +53,39 @@ def test_a_paid_payment_cannot_be_canceled(api: httpx.Client) -> None:
     assert refused.status_code == 409
     assert refused.json()["code"] == "payment_not_cancelable"
     assert api.post("/v1/payments/pay_nobody/cancel").json()["code"] == "payment_not_found"
+
+
+def _refunds_clearing(platform: Any) -> int:
+    rows = httpx.get(
+        f"http://127.0.0.1:{platform.settings.ledger_port}/internal/v1/balances",
+        params={"account_prefix": "platform:refunds_clearing"},
+        timeout=5,
+    ).json()
+    return sum(row["balance_minor"] for row in rows if row["currency"] == "CNY")
+
+
+def test_money_paid_after_a_cancel_is_recorded_once_as_owed_back(
+    api: httpx.Client, info: PlatformInfo, platform: Any
+) -> None:
+    clearing_before = _refunds_clearing(platform)
+    payment = api.post("/v1/payments", json=new_payment(amount=777)).json()
+    assert api.post(f"/v1/payments/{payment['id']}/cancel").json()["status"] == "canceled"
+    notify_url = f"{info.api_base_url}/v1/channels/alipay/notify"
+    # The payer paid just before the trade closed: the channel's notifications arrive late.
+    for _ in range(2):
+        late = signed_channel_notification(payment, uuid.uuid4().hex, int(time.time()))
+        assert httpx.post(notify_url, data=late, timeout=5).text == "success"
+
+    def timeline() -> list[str] | None:
+        body = api.get(f"/v1/payments/{payment['id']}").json()
+        types = [event["type"] for event in body["events"]]
+        return types if "PaymentPaidAfterClose" in types else None
+
+    types = eventually(timeline, what="the late payment to be recorded")
+    assert types.count("PaymentPaidAfterClose") == 1
+    assert "PaymentSucceeded" not in types
+    assert api.get(f"/v1/payments/{payment['id']}").json()["status"] == "canceled"
+    eventually(
+        lambda: _refunds_clearing(platform) == clearing_before - 777,
+        what="the ledger to owe the payer 777",
+    )

@@ -16,8 +16,13 @@ from aiokafka import AIOKafkaProducer
 
 from schemas import Topic, topic_name
 from services.common.launcher import PlatformInfo
-from services.gateway.channels.alipay_protocol import signed
-from tests.e2e.helpers import balance_of, eventually, new_payment, webhook_lines
+from tests.e2e.helpers import (
+    balance_of,
+    eventually,
+    new_payment,
+    signed_channel_notification,
+    webhook_lines,
+)
 from tests.support.kafka import read_topic
 
 T = TypeVar("T")
@@ -186,45 +191,23 @@ def test_every_service_answers_healthz(info: PlatformInfo, platform: Any) -> Non
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()["status"] == "ok"
 
 
-def _signed_notification(
-    payment: dict[str, Any], notify_id: str, notify_time: int
-) -> dict[str, str]:
-    trade_no = payment["next_action"]["url"].rsplit("/", 1)[-1]
-    fields = {
-        "notify_id": notify_id,
-        "notify_time": str(notify_time),
-        "notify_type": "trade_status_sync",
-        "app_id": "payrail_platform",
-        "trade_no": trade_no,
-        "out_trade_no": payment["id"],
-        "trade_status": "TRADE_SUCCESS",
-        "total_amount_minor": str(payment["amount"]),
-        "currency": payment["currency"],
-        "gmt_payment": "2026-11-22T10:00:00+00:00",
-    }
-    # The platform runs with the simulator's sandbox secret, so the test can sign as the
-    # channel would: duplicates and replays are then refused for what they are, not for
-    # a bad signature.
-    return signed(fields, "alipay-sandbox-secret")
-
-
 def test_duplicate_and_replayed_channel_notifications_record_one_success(
     api: httpx.Client, info: PlatformInfo
 ) -> None:
     payment = api.post("/v1/payments", json=new_payment()).json()
     assert payment["status"] == "requires_payment", payment
     notify_url = f"{info.api_base_url}/v1/channels/alipay/notify"
-    notification = _signed_notification(payment, uuid.uuid4().hex, int(time.time()))
+    notification = signed_channel_notification(payment, uuid.uuid4().hex, int(time.time()))
     first = httpx.post(notify_url, data=notification, timeout=5)
     duplicate = httpx.post(notify_url, data=notification, timeout=5)
     assert (first.status_code, first.text) == (200, "success")
     assert (duplicate.status_code, duplicate.text) == (200, "success")
 
     # A second, differently numbered success for the same trade (out of order, late).
-    another = _signed_notification(payment, uuid.uuid4().hex, int(time.time()))
+    another = signed_channel_notification(payment, uuid.uuid4().hex, int(time.time()))
     assert httpx.post(notify_url, data=another, timeout=5).text == "success"
     # A captured notification replayed two days later is refused as stale.
-    stale = _signed_notification(payment, uuid.uuid4().hex, int(time.time()) - 2 * 86_400)
+    stale = signed_channel_notification(payment, uuid.uuid4().hex, int(time.time()) - 2 * 86_400)
     replayed = httpx.post(notify_url, data=stale, timeout=5)
     assert (replayed.status_code, replayed.text) == (400, "fail")
 

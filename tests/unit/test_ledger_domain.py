@@ -216,3 +216,27 @@ def test_check_balanced_refuses_a_malformed_entry(postings: list[Posting], messa
     with pytest.raises(UnbalancedEntry, match=message) as raised:
         check_balanced(postings)
     assert raised.value.code == "unbalanced_entry"
+
+
+def test_money_paid_after_close_is_owed_back_in_full_without_fee_or_merchant_share() -> None:
+    from datetime import UTC, datetime
+
+    from schemas.payments import PaymentPaidAfterClosePayload
+    from services.ledger.domain import REFUNDS_CLEARING_ACCOUNT, paid_after_close_entry
+
+    payload = PaymentPaidAfterClosePayload(
+        order_id="o-late",
+        amount_minor=777,
+        currency="CNY",
+        channel="alipay",
+        fee_plan={"basis_points": 60, "fixed_minor": 10},
+        channel_trade_id="T-late",
+        paid_at=datetime(2026, 11, 22, tzinfo=UTC),
+        closed_status="canceled",
+    )
+    postings = paid_after_close_entry(payload)
+    assert [(p.account_id, p.amount_minor) for p in postings] == [
+        ("platform:channel_receivable:alipay", 777),
+        (REFUNDS_CLEARING_ACCOUNT, -777),
+    ]
+    check_balanced(postings)

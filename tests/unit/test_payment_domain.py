@@ -23,6 +23,7 @@ from schemas.payments import (
     PaymentCreated,
     PaymentExpired,
     PaymentFailed,
+    PaymentPaidAfterClose,
     PaymentRequest,
     PaymentRiskApproved,
     PaymentSucceeded,
@@ -251,8 +252,13 @@ def test_an_open_payment_is_canceled_and_its_channel_trade_closed(
     assert domain.cancel_payment(state, CancelPaymentPayload()).is_empty
     assert domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)).is_empty
     assert domain.apply_channel_prepared(state, prepared()).is_empty
-    assert domain.apply_channel_succeeded(state, paid()).is_empty
     assert domain.expire_payment(state, EXPIRES_AT).is_empty
+    # Money that arrives anyway is recorded once, as owed back to the payer.
+    late = domain.apply_channel_succeeded(state, paid())
+    assert [emit.event_type for emit in late.events] == [PaymentPaidAfterClose]
+    state = apply(state, late, "pay_1")
+    assert state.status is PaymentStatus.CANCELED and state.paid_after_close
+    assert domain.apply_channel_succeeded(state, paid()).is_empty
 
 
 def test_a_finished_payment_cannot_be_canceled() -> None:
