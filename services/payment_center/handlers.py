@@ -41,6 +41,7 @@ from services.common.event_store import enqueue_commands, load_stream, record_de
 from services.common.invariant import InvariantViolation
 from services.common.metrics import PAYMENTS_FINISHED
 from services.payment_center import domain
+from services.payment_center.settings import DEFAULT_CHANNEL_QUERY_SCHEDULE_MS
 
 log = structlog.get_logger(__name__)
 
@@ -52,8 +53,6 @@ FINAL_EVENTS: dict[type[Event], str] = {
     PaymentCanceled: "canceled",
     PaymentExpired: "expired",
 }
-
-DEFAULT_QUERY_SCHEDULE_MS: tuple[int, ...] = (60_000, 120_000, 300_000, 600_000)
 
 # Which pure decision each input message leads to.
 DECIDERS: dict[type[Message], Callable[[domain.Payment | None, Any], Decision]] = {
@@ -71,7 +70,7 @@ async def decide_payment(
     message: Message,
     *,
     clock: Clock,
-    query_schedule_ms: Sequence[int] = DEFAULT_QUERY_SCHEDULE_MS,
+    query_schedule_ms: Sequence[int] = DEFAULT_CHANNEL_QUERY_SCHEDULE_MS,
 ) -> None:
     """Apply one input to its payment and record what the domain decided.
 
@@ -191,7 +190,7 @@ async def expire_due_payments(pool: asyncpg.Pool, clock: Clock, batch_size_max: 
                     state.merchant_id,
                     clock,
                     None,
-                    DEFAULT_QUERY_SCHEDULE_MS,
+                    DEFAULT_CHANNEL_QUERY_SCHEDULE_MS,
                 )
             else:
                 await connection.execute(

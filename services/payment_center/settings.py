@@ -4,6 +4,10 @@ from pydantic import Field
 
 from services.common.settings import ServiceSettings
 
+# Ask the channel 1, 2, 5 and 10 minutes after a payment awaits the payer (each delay
+# counted from the previous query).
+DEFAULT_CHANNEL_QUERY_SCHEDULE_MS: tuple[int, ...] = (60_000, 120_000, 300_000, 600_000)
+
 
 class PaymentCenterSettings(ServiceSettings):
     http_port: int = Field(default=8001, description="Port of /healthz, /readyz and /metrics.")
@@ -14,7 +18,7 @@ class PaymentCenterSettings(ServiceSettings):
         description="How often unpaid payments are checked for expiry.",
     )
     channel_query_schedule_ms: list[int] = Field(
-        default=[60_000, 120_000, 300_000, 600_000],
+        default=list(DEFAULT_CHANNEL_QUERY_SCHEDULE_MS),
         min_length=1,
         max_length=20,
         description=(
