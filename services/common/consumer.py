@@ -88,13 +88,13 @@ class InboxConsumer:
         self.name = name
         self.topic = topic
         self._pool = pool
-        self._handlers = {cls: handler for cls, handler in handlers.items()}
-        self._handled_type_names = {
+        self._handlers = dict(handlers)
+        self._handled_type_names = frozenset(
             cls.model_fields[
                 "event_type" if "event_type" in cls.model_fields else "command_type"
-            ].default: cls
+            ].default
             for cls in handlers
-        }
+        )
         self._dead_letters = dead_letters
         self._retry_count_max = retry_count_max
         self._retry_backoff_s = retry_backoff_ms / 1000

@@ -183,7 +183,6 @@ async def create_payment(
                     fingerprint,
                     body,
                     response,
-                    settings,
                 )
         command = new_command(
             CreatePayment,
@@ -224,7 +223,6 @@ async def _replay(
     fingerprint: bytes,
     body: CreatePaymentRequest,
     response: Response,
-    settings: Any,
 ) -> Any:
     row = await connection.fetchrow(
         "SELECT request_hash, payment_id, response_status, response_body FROM idempotency_keys"
