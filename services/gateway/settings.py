@@ -34,6 +34,20 @@ class GatewaySettings(ServiceSettings):
     alipay_secret: SecretStr = Field(
         default=SecretStr("alipay-sandbox-secret"), description="Alipay signing secret."
     )
+    wechat_pay_mch_id: str = Field(default="1900000109", description="Our WeChat Pay mchid.")
+    wechat_pay_api_v3_key: SecretStr = Field(
+        default=SecretStr("wechatpay-sandbox-api-v3-key-32b"),
+        description="WeChat Pay APIv3 key (32 bytes): signs and decrypts.",
+    )
+    card_merchant_account: str = Field(
+        default="PayrailPlatform", description="Our merchant account at the card acquirer."
+    )
+    card_api_key: SecretStr = Field(
+        default=SecretStr("card-sandbox-api-key"), description="Card acquirer API key."
+    )
+    card_hmac_key: SecretStr = Field(
+        default=SecretStr("card-sandbox-hmac-key"), description="Card acquirer webhook HMAC key."
+    )
     channel_timeout_ms: int = Field(
         default=5_000, ge=100, le=60_000, description="Timeout of one call to a channel."
     )

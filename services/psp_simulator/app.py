@@ -1,328 +1,45 @@
-"""The PSP simulator's HTTP API: an Alipay-style channel that payrail's gateway can reach.
+"""The PSP simulator's HTTP app: every simulated channel, plus fault injection.
 
 Routes:
-- `POST /alipay/v1/trades/precreate`: create (or find again) a trade; signed JSON answer.
-- `POST /alipay/v1/trades/close`: close a trade still waiting for payment; signed JSON answer.
-- `GET /alipay/v1/trades/{out_trade_no}?app_id=...`: query a trade; signed JSON answer.
-- `GET /pay/{trade_no}`: the payer's page; `POST /pay/{trade_no}`: the payer pays.
+- the Alipay-style channel (`/alipay/...`, payer pages `/pay/...`), see `alipay.py`;
+- the WeChat-Pay-style channel (`/wechatpay/...`), see `wechat_pay.py`;
+- the card channel (`/card/...`), see `card.py`;
+- `GET /_sim/faults`, `PUT /_sim/faults/{channel}`, `DELETE /_sim/faults`: the faults each
+  channel injects (see `faults.py`);
 - `GET /healthz`.
 
-Business failures answer HTTP 200 with `code` 40004 and a `sub_code`, like the real API.
-A failure is signed only when the request's own signature verified: otherwise the caller
-may not hold the secret, and the PSP may not even know the app id.
+A channel's latency and outage faults apply to every route under its path prefix, in one
+middleware, so the channel modules only implement the faults that change what they say.
 """
 
 from __future__ import annotations
 
-import html
-import json
-import re
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Final, TypeGuard
 
 import httpx
-import structlog
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
 
-from schemas.money import CURRENCY_EXPONENTS
+from schemas.common import Channel
 from services.common.clock import Clock, SystemClock
-from services.common.invariant import InvariantViolation
-from services.gateway.channels import alipay_protocol as protocol
+from services.psp_simulator import alipay, card, wechat_pay
+from services.psp_simulator.context import SimulatorContext
+from services.psp_simulator.faults import ChannelFaults, FaultBoard, channel_of_path
 from services.psp_simulator.notifier import NotificationSender
 from services.psp_simulator.settings import PspSimulatorSettings
-from services.psp_simulator.store import (
-    Trade,
-    TradeConflict,
-    TradeNotClosable,
-    TradeNotPayable,
-    TradeStore,
-    TradeStoreFull,
-    UnknownTrade,
-)
-
-logger = structlog.get_logger(__name__)
-
-REQUEST_BYTES_MAX: Final = 64 * 1024
-# A signed request older or newer than this is refused, so a captured request cannot be
-# replayed days later; fifteen minutes tolerates ordinary clock drift.
-REQUEST_TIMESTAMP_SKEW_S_MAX: Final = 900
-SUBJECT_LENGTH_MAX: Final = 256
-NOTIFY_URL_LENGTH_MAX: Final = 2048
-NONCE_LENGTH_MAX: Final = 64
-
-# Alipay's code for "try again later", used when the simulator is full.
-CODE_SERVICE_UNAVAILABLE: Final = "20000"
-SUB_CODE_TRADE_STORE_FULL: Final = "TRADE_STORE_FULL"
-
-PRECREATE_REQUIRED_FIELDS: Final = (
-    "out_trade_no",
-    "total_amount_minor",
-    "currency",
-    "subject",
-    "notify_url",
-    "timestamp",
-    "nonce",
-)
-CLOSE_REQUIRED_FIELDS: Final = ("out_trade_no", "timestamp", "nonce")
-
-_OUT_TRADE_NO_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-_AMOUNT_PATTERN: Final = re.compile(r"[1-9][0-9]{0,17}")
-_CURRENCY_PATTERN: Final = re.compile(r"[A-Z]{3}")
-_UNIX_SECONDS_PATTERN: Final = re.compile(r"[0-9]{1,12}")
-
-
-def failure(
-    sub_code: str, sub_msg: str, code: str = protocol.CODE_BUSINESS_FAILED
-) -> dict[str, str]:
-    message = "Business Failed" if code == protocol.CODE_BUSINESS_FAILED else "Service Unavailable"
-    return {"code": code, "msg": message, "sub_code": sub_code, "sub_msg": sub_msg}
-
-
-def signed_answer(fields: dict[str, str], secret: str) -> dict[str, str]:
-    """Sign an answer; the answer carries `sign` only, as the gateway expects."""
-    return {**fields, protocol.SIGN_FIELD: protocol.sign(fields, secret)}
-
-
-def precreate_problem(fields: dict[str, str], now_s: int) -> str | None:
-    """Return why a signed precreate request is invalid, or None when it is valid."""
-    missing = [name for name in PRECREATE_REQUIRED_FIELDS if fields.get(name, "") == ""]
-    if missing:
-        return f"missing {', '.join(missing)}"
-    checks = (
-        (_OUT_TRADE_NO_PATTERN.fullmatch(fields["out_trade_no"]), "out_trade_no is malformed"),
-        (
-            _AMOUNT_PATTERN.fullmatch(fields["total_amount_minor"]),
-            "total_amount_minor must be a positive integer",
-        ),
-        (_CURRENCY_PATTERN.fullmatch(fields["currency"]), "currency must be an ISO 4217 code"),
-        (len(fields["subject"]) <= SUBJECT_LENGTH_MAX, "subject is too long"),
-        (fields["notify_url"].startswith(("http://", "https://")), "notify_url must be http(s)"),
-        (len(fields["notify_url"]) <= NOTIFY_URL_LENGTH_MAX, "notify_url is too long"),
-    )
-    return _first_problem(checks) or _replay_protection_problem(fields, now_s)
-
-
-def close_problem(fields: dict[str, str], now_s: int) -> str | None:
-    """Return why a signed close request is invalid, or None when it is valid."""
-    missing = [name for name in CLOSE_REQUIRED_FIELDS if fields.get(name, "") == ""]
-    if missing:
-        return f"missing {', '.join(missing)}"
-    checks = (
-        (_OUT_TRADE_NO_PATTERN.fullmatch(fields["out_trade_no"]), "out_trade_no is malformed"),
-    )
-    return _first_problem(checks) or _replay_protection_problem(fields, now_s)
-
-
-def _first_problem(checks: tuple[tuple[object, str], ...]) -> str | None:
-    for passed, problem in checks:
-        if not passed:
-            return problem
-    return None
-
-
-def _replay_protection_problem(fields: dict[str, str], now_s: int) -> str | None:
-    """Check `nonce` and `timestamp`, which every signed request carries."""
-    if len(fields["nonce"]) > NONCE_LENGTH_MAX:
-        return "nonce is too long"
-    if _UNIX_SECONDS_PATTERN.fullmatch(fields["timestamp"]) is None:
-        return "timestamp must be unix seconds"
-    if abs(now_s - int(fields["timestamp"])) > REQUEST_TIMESTAMP_SKEW_S_MAX:
-        return "timestamp is too far from the simulator's clock"
-    return None
-
-
-def format_amount(amount_minor: int, currency: str) -> str:
-    """Return e.g. `12.34 CNY` with integer arithmetic; unknown currencies show minor units."""
-    exponent = CURRENCY_EXPONENTS.get(currency)
-    if exponent is None:
-        return f"{amount_minor} {currency} (minor units)"
-    if exponent == 0:
-        return f"{amount_minor} {currency}"
-    major, minor = divmod(amount_minor, 10**exponent)
-    return f"{major}.{minor:0{exponent}d} {currency}"
-
-
-def pay_page(trade: Trade) -> str:
-    status = html.escape(trade.trade_status)
-    button = (
-        '<form method="post"><button type="submit">Pay</button></form>'
-        if trade.trade_status == protocol.TRADE_STATUS_WAIT_BUYER_PAY
-        else f"<p>Trade status: {status}</p>"
-    )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Pay</title></head><body>"
-        f"<h1>{html.escape(trade.subject)}</h1>"
-        f"<p>Amount: {html.escape(format_amount(trade.total_amount_minor, trade.currency))}</p>"
-        f"<p>Trade: {html.escape(trade.trade_no)}</p>{button}</body></html>"
-    )
-
-
-class RequestRefused(Exception):
-    """A request failed authentication; `answer` is the unsigned refusal the PSP sends."""
-
-    def __init__(self, answer: dict[str, str]) -> None:
-        super().__init__(answer.get("sub_code", ""))
-        self.answer = answer
-
-
-@dataclass
-class Simulator:
-    """The simulator's behaviour, independent of HTTP; routes only translate."""
-
-    settings: PspSimulatorSettings
-    clock: Clock
-    store: TradeStore
-    secrets_by_app_id: dict[str, str]
-    sender: NotificationSender | None = field(default=None)
-
-    def authenticate(self, body: object) -> tuple[dict[str, str], str]:
-        """Return the fields of a signed request and the secret of its app id.
-
-        Raises RequestRefused, with an unsigned answer, when the body is not a JSON object
-        of strings, the app id is unknown, or the signature does not verify.
-        """
-        if not _is_string_map(body):
-            raise RequestRefused(
-                failure(
-                    protocol.SUB_CODE_INVALID_PARAMETER, "body must be a JSON object of strings"
-                )
-            )
-        fields = body
-        secret = self.secrets_by_app_id.get(fields.get("app_id", ""))
-        if secret is None:
-            raise RequestRefused(failure(protocol.SUB_CODE_INVALID_APP_ID, "unknown app_id"))
-        if fields.get(protocol.SIGN_TYPE_FIELD) != protocol.SIGN_TYPE:
-            raise RequestRefused(
-                failure(
-                    protocol.SUB_CODE_INVALID_PARAMETER, f"sign_type must be {protocol.SIGN_TYPE}"
-                )
-            )
-        if not protocol.verify(fields, secret):
-            raise RequestRefused(
-                failure(protocol.SUB_CODE_INVALID_SIGNATURE, "signature does not verify")
-            )
-        return fields, secret
-
-    def precreate(self, body: object) -> dict[str, str]:
-        try:
-            fields, secret = self.authenticate(body)
-        except RequestRefused as refused:
-            return refused.answer
-        now = self.clock.now()
-        problem = precreate_problem(fields, int(now.timestamp()))
-        if problem is not None:
-            return signed_answer(failure(protocol.SUB_CODE_INVALID_PARAMETER, problem), secret)
-        try:
-            trade = self.store.precreate(
-                app_id=fields["app_id"],
-                out_trade_no=fields["out_trade_no"],
-                total_amount_minor=int(fields["total_amount_minor"]),
-                currency=fields["currency"],
-                subject=fields["subject"],
-                notify_url=fields["notify_url"],
-                now=now,
-            )
-        except TradeConflict as error:
-            return signed_answer(failure(protocol.SUB_CODE_TRADE_CONFLICT, str(error)), secret)
-        except TradeStoreFull as error:
-            answer = failure(SUB_CODE_TRADE_STORE_FULL, str(error), code=CODE_SERVICE_UNAVAILABLE)
-            return signed_answer(answer, secret)
-        logger.info("trade_precreated", trade_no=trade.trade_no, out_trade_no=trade.out_trade_no)
-        base_url = self.settings.base_url
-        return signed_answer(
-            {
-                "code": protocol.CODE_SUCCESS,
-                "msg": "Success",
-                "trade_no": trade.trade_no,
-                "out_trade_no": trade.out_trade_no,
-                "pay_url": f"{base_url}/pay/{trade.trade_no}",
-                "qr_code": f"{base_url}/qr/{trade.trade_no}",
-            },
-            secret,
-        )
-
-    def close(self, body: object) -> dict[str, str]:
-        """Close a trade still waiting for payment; closing a closed trade is a no-op."""
-        try:
-            fields, secret = self.authenticate(body)
-        except RequestRefused as refused:
-            return refused.answer
-        problem = close_problem(fields, int(self.clock.now().timestamp()))
-        if problem is not None:
-            return signed_answer(failure(protocol.SUB_CODE_INVALID_PARAMETER, problem), secret)
-        try:
-            trade, newly_closed = self.store.close(fields["app_id"], fields["out_trade_no"])
-        except UnknownTrade:
-            return signed_answer(
-                failure(protocol.SUB_CODE_TRADE_NOT_EXIST, "no such trade"), secret
-            )
-        except TradeNotClosable as error:
-            return signed_answer(failure(protocol.SUB_CODE_TRADE_STATUS_ERROR, str(error)), secret)
-        if newly_closed:
-            logger.info("trade_closed", trade_no=trade.trade_no, out_trade_no=trade.out_trade_no)
-        return signed_answer(
-            {
-                "code": protocol.CODE_SUCCESS,
-                "msg": "Success",
-                "trade_no": trade.trade_no,
-                "out_trade_no": trade.out_trade_no,
-                "trade_status": trade.trade_status,
-            },
-            secret,
-        )
-
-    def query(self, app_id: str, out_trade_no: str) -> dict[str, str]:
-        secret = self.secrets_by_app_id.get(app_id)
-        if secret is None:
-            return failure(protocol.SUB_CODE_INVALID_APP_ID, "unknown app_id")
-        trade = self.store.find_by_out_trade_no(app_id, out_trade_no)
-        if trade is None:
-            return signed_answer(
-                failure(protocol.SUB_CODE_TRADE_NOT_EXIST, "no such trade"), secret
-            )
-        answer = {
-            "code": protocol.CODE_SUCCESS,
-            "msg": "Success",
-            "trade_no": trade.trade_no,
-            "out_trade_no": trade.out_trade_no,
-            "trade_status": trade.trade_status,
-            "total_amount_minor": str(trade.total_amount_minor),
-            "currency": trade.currency,
-        }
-        if trade.gmt_payment is not None:
-            answer["gmt_payment"] = trade.gmt_payment.isoformat()
-        return signed_answer(answer, secret)
-
-    def pay(self, trade_no: str) -> Trade:
-        """Mark the trade paid and, the first time only, schedule its notification.
-
-        Raises UnknownTrade and TradeNotPayable.
-        """
-        sender = self.sender
-        if sender is None:
-            raise InvariantViolation("a trade was paid before the app's lifespan started")
-        trade, newly_paid = self.store.pay(trade_no, self.clock.now())
-        if newly_paid:
-            logger.info("trade_paid", trade_no=trade.trade_no, out_trade_no=trade.out_trade_no)
-            if protocol.LOSE_NOTIFICATIONS_MARKER in trade.subject:
-                # A sandbox switch, like a test card number: this trade's notifications
-                # are lost, so only a query finds out that it was paid.
-                logger.info("notifications_lost_on_purpose", trade_no=trade.trade_no)
-            else:
-                sender.schedule(trade)
-        return trade
 
 
 def create_app(settings: PspSimulatorSettings, *, clock: Clock | None = None) -> FastAPI:
     """Build the simulator's ASGI app; nothing connects until the lifespan starts."""
-    simulator = Simulator(
+    initial_faults = ChannelFaults(
+        duplicate_notifications=settings.duplicate_notify,
+    )
+    context = SimulatorContext(
         settings=settings,
         clock=clock if clock is not None else SystemClock(),
-        store=TradeStore(settings.trade_count_max),
-        secrets_by_app_id={settings.alipay_app_id: settings.alipay_secret},
+        faults=FaultBoard(initial_faults),
     )
 
     @asynccontextmanager
@@ -330,86 +47,59 @@ def create_app(settings: PspSimulatorSettings, *, clock: Clock | None = None) ->
         limits = httpx.Limits(max_connections=settings.notify_concurrent_sends_max)
         timeout = httpx.Timeout(settings.notify_timeout_ms / 1000)
         async with httpx.AsyncClient(limits=limits, timeout=timeout) as http_client:
-            simulator.sender = NotificationSender(
+            context.sender = NotificationSender(
                 http_client=http_client,
-                secret=settings.alipay_secret,
-                clock=simulator.clock,
+                clock=context.clock,
                 retry_schedule_ms=settings.notify_retry_schedule_ms,
                 timeout_ms=settings.notify_timeout_ms,
                 concurrent_sends_max=settings.notify_concurrent_sends_max,
                 pending_count_max=settings.notify_pending_count_max,
-                duplicate_notify=settings.duplicate_notify,
                 drop_first_count=settings.notify_drop_first_count,
             )
             try:
                 yield
             finally:
-                await simulator.sender.close()
-                simulator.sender = None
+                await context.sender.close()
+                context.sender = None
 
     app = FastAPI(title="payrail PSP simulator", lifespan=lifespan)
-    _add_routes(app, simulator)
-    return app
+    app.state.context = context
 
+    @app.middleware("http")
+    async def inject_channel_faults(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        channel = channel_of_path(request.url.path)
+        if channel is not None:
+            faults = context.faults.of(channel)
+            if faults.latency_ms > 0:
+                await asyncio.sleep(faults.latency_ms / 1000)
+            if faults.unavailable:
+                return JSONResponse({"detail": f"{channel.value} is unavailable"}, status_code=503)
+        return await call_next(request)
 
-def _add_routes(app: FastAPI, simulator: Simulator) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post(protocol.PRECREATE_PATH)
-    async def precreate(request: Request) -> JSONResponse:
-        body = await _read_json(request)
-        return JSONResponse(simulator.precreate(body))
+    @app.get("/_sim/faults")
+    async def show_faults() -> dict[str, ChannelFaults]:
+        return context.faults.snapshot()
 
-    @app.post(protocol.CLOSE_PATH)
-    async def close(request: Request) -> JSONResponse:
-        body = await _read_json(request)
-        return JSONResponse(simulator.close(body))
-
-    @app.get(protocol.TRADE_QUERY_PATH_PREFIX + "{out_trade_no}")
-    async def query(out_trade_no: str, app_id: str = "") -> JSONResponse:
-        return JSONResponse(simulator.query(app_id, out_trade_no))
-
-    @app.get("/pay/{trade_no}")
-    async def show_pay_page(trade_no: str) -> Response:
-        trade = simulator.store.find_by_trade_no(trade_no)
-        if trade is None:
-            return JSONResponse({"detail": "unknown trade"}, status_code=404)
-        return HTMLResponse(pay_page(trade))
-
-    @app.get("/qr/{trade_no}")
-    async def follow_qr_code(trade_no: str) -> Response:
-        # A real QR code encodes a URL the payer's wallet opens; a browser gets the pay page.
-        return RedirectResponse(f"/pay/{trade_no}", status_code=307)
-
-    @app.post("/pay/{trade_no}")
-    async def pay(trade_no: str, request: Request) -> Response:
+    @app.put("/_sim/faults/{channel}")
+    async def set_faults(channel: str, faults: ChannelFaults) -> ChannelFaults:
         try:
-            trade = simulator.pay(trade_no)
-        except UnknownTrade:
-            return JSONResponse({"detail": "unknown trade"}, status_code=404)
-        except TradeNotPayable as error:
-            return JSONResponse({"detail": str(error)}, status_code=409)
-        if "text/html" in request.headers.get("accept", ""):
-            return HTMLResponse(pay_page(trade))
-        return JSONResponse({"trade_no": trade.trade_no, "trade_status": trade.trade_status})
+            known = Channel(channel)
+        except ValueError as error:
+            raise HTTPException(status_code=404, detail=f"unknown channel {channel}") from error
+        context.faults.set(known, faults)
+        return faults
 
+    @app.delete("/_sim/faults", status_code=204)
+    async def reset_faults() -> None:
+        context.faults.reset()
 
-async def _read_json(request: Request) -> object:
-    """Return the decoded JSON body, or None when it is too large or not JSON."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > REQUEST_BYTES_MAX:
-            return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
-
-
-def _is_string_map(value: object) -> TypeGuard[dict[str, str]]:
-    return isinstance(value, dict) and all(
-        isinstance(key, str) and isinstance(item, str) for key, item in value.items()
-    )
+    app.include_router(alipay.create_router(context))
+    app.include_router(wechat_pay.create_router(context))
+    app.include_router(card.create_router(context))
+    return app

@@ -1,19 +1,22 @@
-"""Asynchronous payment notifications, sent the way an Alipay-style PSP sends them.
+"""Asynchronous notifications, sent the way payment channels send them.
 
-Each paid trade gets one notification (one `notify_id`) delivered by HTTP POST to the
-trade's `notify_url`, retried on a fixed schedule until the receiver answers the body
-`success`. Every attempt carries its own `notify_time` and therefore its own signature.
-Sending happens in background tasks owned by a `NotificationSender`, which the app starts
-and closes in its lifespan.
+A channel module describes one notification as an `OutboundNotification`: where it goes,
+how each attempt's signed request is rendered (every attempt carries its own timestamp
+and therefore its own signature) and which answer acknowledges it. The sender delivers it
+by HTTP POST on a fixed retry schedule until it is acknowledged. Sending happens in
+background tasks owned by a `NotificationSender`, which the app starts and closes in its
+lifespan.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
+from urllib.parse import urlencode
 
 import httpx
 import structlog
@@ -25,7 +28,7 @@ from services.psp_simulator.store import Trade
 
 logger = structlog.get_logger(__name__)
 
-# The acknowledgement is seven bytes; reading more of a receiver's answer is pointless.
+# An acknowledgement is a few bytes; reading more of a receiver's answer is pointless.
 RESPONSE_BYTES_MAX: Final = 1024
 
 
@@ -42,11 +45,27 @@ def new_notify_id() -> str:
 
 
 def notification_fields(
-    trade: Trade, *, notify_id: str, notify_time_s: int, secret: str
+    trade: Trade, *, notify_id: str, notify_time_s: int, secret: str, waiting: bool = False
 ) -> dict[str, str]:
-    """Return the signed form fields of one notification attempt for a paid trade."""
+    """Return the signed form fields of one notification attempt for a paid trade, or, with
+    `waiting`, of the earlier "waiting for the payer" status of the same trade."""
     if trade.gmt_payment is None:
         raise InvariantViolation(f"trade {trade.trade_no} is notified but not paid")
+    if waiting:
+        return protocol.signed(
+            {
+                "notify_id": notify_id,
+                "notify_time": str(notify_time_s),
+                "notify_type": protocol.NOTIFY_TYPE_TRADE_STATUS_SYNC,
+                "app_id": trade.app_id,
+                "trade_no": trade.trade_no,
+                "out_trade_no": trade.out_trade_no,
+                "trade_status": protocol.TRADE_STATUS_WAIT_BUYER_PAY,
+                "total_amount_minor": str(trade.total_amount_minor),
+                "currency": trade.currency,
+            },
+            secret,
+        )
     return protocol.signed(
         {
             "notify_id": notify_id,
@@ -65,8 +84,51 @@ def notification_fields(
 
 
 def is_acknowledgement(status_code: int, body: bytes) -> bool:
-    """A receiver stops retries only with a 2xx answer whose body is `success`."""
+    """An Alipay-style receiver stops retries only with a 2xx answer whose body is `success`."""
     return 200 <= status_code < 300 and body.strip() == protocol.NOTIFY_ACKNOWLEDGEMENT.encode()
+
+
+@dataclass(frozen=True)
+class RenderedAttempt:
+    """One attempt's request: the raw body and its headers (content type included)."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class OutboundNotification:
+    """One fact a channel notifies, e.g. "trade X was paid".
+
+    `render(notify_id, now_s)` builds the signed request of one attempt; the same
+    `notify_id` is used for every retry of one delivery, and a duplicate delivery gets a
+    new one. `acknowledged(status_code, body)` says whether the receiver's answer stops
+    the retries.
+    """
+
+    key: str
+    url: str
+    render: Callable[[str, int], RenderedAttempt]
+    acknowledged: Callable[[int, bytes], bool]
+
+
+def alipay_trade_notification(
+    trade: Trade, secret: str, *, waiting: bool = False
+) -> OutboundNotification:
+    """The Alipay-style form notification of a paid trade (or of its earlier waiting status)."""
+
+    def render(notify_id: str, now_s: int) -> RenderedAttempt:
+        fields = notification_fields(
+            trade, notify_id=notify_id, notify_time_s=now_s, secret=secret, waiting=waiting
+        )
+        return RenderedAttempt(
+            body=urlencode(fields).encode(),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+
+    return OutboundNotification(
+        key=trade.trade_no, url=trade.notify_url, render=render, acknowledged=is_acknowledgement
+    )
 
 
 class NotificationSender:
@@ -76,13 +138,11 @@ class NotificationSender:
         self,
         *,
         http_client: httpx.AsyncClient,
-        secret: str,
         clock: Clock,
         retry_schedule_ms: Sequence[int],
         timeout_ms: int,
         concurrent_sends_max: int,
         pending_count_max: int,
-        duplicate_notify: bool = False,
         drop_first_count: int = 0,
     ) -> None:
         invariant(len(retry_schedule_ms) > 0, "the retry schedule needs at least one attempt")
@@ -90,13 +150,11 @@ class NotificationSender:
         invariant(timeout_ms > 0, "timeout_ms must be positive")
         invariant(pending_count_max > 0, "pending_count_max must be positive")
         self._http_client = http_client
-        self._secret = secret
         self._clock = clock
         self._retry_schedule_ms = tuple(retry_schedule_ms)
         self._timeout_s = timeout_ms / 1000
         self._send_slots = asyncio.Semaphore(concurrent_sends_max)
         self._pending_count_max = pending_count_max
-        self._duplicate_notify = duplicate_notify
         self._drop_first_count = drop_first_count
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -105,18 +163,25 @@ class NotificationSender:
     def pending_count(self) -> int:
         return len(self._tasks)
 
-    def schedule(self, trade: Trade) -> bool:
-        """Start delivering the notification of a paid trade; False when it was not started.
-
-        Must be called from the running event loop.
+    def schedule(
+        self, notifications: Sequence[OutboundNotification], *, duplicate: bool = False
+    ) -> bool:
+        """Deliver `notifications` one after the other, each on the full retry schedule
+        (the next starts once the previous is acknowledged or given up). With `duplicate`,
+        each acknowledged one is delivered once more under a new notify id. Returns False
+        when nothing was started. Must be called from the running event loop.
         """
+        invariant(len(notifications) > 0, "schedule at least one notification")
+        key = notifications[0].key
         if self._closed:
-            logger.warning("notify_not_scheduled", trade_no=trade.trade_no, reason="closed")
+            logger.warning("notify_not_scheduled", key=key, reason="closed")
             return False
         if len(self._tasks) >= self._pending_count_max:
-            logger.warning("notify_not_scheduled", trade_no=trade.trade_no, reason="queue_full")
+            logger.warning("notify_not_scheduled", key=key, reason="queue_full")
             return False
-        task = asyncio.create_task(self._notify(trade), name=f"notify-{trade.trade_no}")
+        task = asyncio.create_task(
+            self._notify(tuple(notifications), duplicate), name=f"notify-{key}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._forget)
         return True
@@ -134,12 +199,15 @@ class NotificationSender:
         if not task.cancelled() and task.exception() is not None:
             logger.error("notify_task_failed", task=task.get_name(), exc_info=task.exception())
 
-    async def _notify(self, trade: Trade) -> None:
-        delivered = await self._deliver(trade, new_notify_id())
-        if delivered and self._duplicate_notify:
-            await self._deliver(trade, new_notify_id())
+    async def _notify(
+        self, notifications: tuple[OutboundNotification, ...], duplicate: bool
+    ) -> None:
+        for notification in notifications:
+            delivered = await self._deliver(notification, new_notify_id())
+            if delivered and duplicate:
+                await self._deliver(notification, new_notify_id())
 
-    async def _deliver(self, trade: Trade, notify_id: str) -> bool:
+    async def _deliver(self, notification: OutboundNotification, notify_id: str) -> bool:
         """Run the retry schedule for one notification; True once it is acknowledged."""
         attempt_count = len(self._retry_schedule_ms)
         for attempt, delay_ms in enumerate(self._retry_schedule_ms, start=1):
@@ -148,10 +216,10 @@ class NotificationSender:
                 outcome, status_code = AttemptOutcome.DROPPED, None
             else:
                 async with self._send_slots:
-                    outcome, status_code = await self._attempt(trade, notify_id)
+                    outcome, status_code = await self._attempt(notification, notify_id)
             logger.info(
                 "notify_attempt",
-                trade_no=trade.trade_no,
+                key=notification.key,
                 notify_id=notify_id,
                 attempt=attempt,
                 attempt_count=attempt_count,
@@ -161,36 +229,31 @@ class NotificationSender:
             if outcome is AttemptOutcome.ACKNOWLEDGED:
                 return True
         logger.warning(
-            "notify_gave_up", trade_no=trade.trade_no, notify_id=notify_id, attempts=attempt_count
+            "notify_gave_up", key=notification.key, notify_id=notify_id, attempts=attempt_count
         )
         return False
 
-    async def _attempt(self, trade: Trade, notify_id: str) -> tuple[AttemptOutcome, int | None]:
-        fields = notification_fields(
-            trade,
-            notify_id=notify_id,
-            notify_time_s=int(self._clock.now().timestamp()),
-            secret=self._secret,
-        )
+    async def _attempt(
+        self, notification: OutboundNotification, notify_id: str
+    ) -> tuple[AttemptOutcome, int | None]:
+        rendered = notification.render(notify_id, int(self._clock.now().timestamp()))
         try:
             # httpx's timeout bounds each phase; the outer one bounds the whole attempt.
             async with asyncio.timeout(self._timeout_s):
-                return await self._post(trade.notify_url, fields)
+                async with self._http_client.stream(
+                    "POST",
+                    notification.url,
+                    content=rendered.body,
+                    headers=rendered.headers,
+                    timeout=httpx.Timeout(self._timeout_s),
+                    follow_redirects=False,
+                ) as response:
+                    body = await _read_prefix(response, RESPONSE_BYTES_MAX)
         except TimeoutError:
             return AttemptOutcome.TIMEOUT, None
         except httpx.HTTPError:
             return AttemptOutcome.CONNECTION_ERROR, None
-
-    async def _post(self, url: str, fields: dict[str, str]) -> tuple[AttemptOutcome, int | None]:
-        async with self._http_client.stream(
-            "POST",
-            url,
-            data=fields,
-            timeout=httpx.Timeout(self._timeout_s),
-            follow_redirects=False,
-        ) as response:
-            body = await _read_prefix(response, RESPONSE_BYTES_MAX)
-        if is_acknowledgement(response.status_code, body):
+        if notification.acknowledged(response.status_code, body):
             return AttemptOutcome.ACKNOWLEDGED, response.status_code
         return AttemptOutcome.NOT_ACKNOWLEDGED, response.status_code
 

@@ -38,6 +38,44 @@ class PspSimulatorSettings(BaseSettings):
         min_length=1,
         description="HMAC-SHA256 secret shared with the holder of alipay_app_id.",
     )
+    wechat_pay_mch_id: str = Field(
+        default="1900000109",
+        min_length=1,
+        description="The one WeChat Pay merchant id (mchid) the simulator knows.",
+    )
+    wechat_pay_api_v3_key: str = Field(
+        default="wechatpay-sandbox-api-v3-key-32b",
+        min_length=32,
+        max_length=32,
+        description=(
+            "The 32-byte WeChat Pay APIv3 key shared with the holder of wechat_pay_mch_id: "
+            "it signs requests, answers and notifications and encrypts notification resources."
+        ),
+    )
+    card_merchant_account: str = Field(
+        default="PayrailPlatform",
+        min_length=1,
+        description="The one card acquirer merchant account the simulator knows.",
+    )
+    card_api_key: str = Field(
+        default="card-sandbox-api-key",
+        min_length=1,
+        description="API key the holder of card_merchant_account sends with every request.",
+    )
+    card_hmac_key: str = Field(
+        default="card-sandbox-hmac-key",
+        min_length=1,
+        description="Key of the HMAC-SHA256 signature on the card acquirer's webhooks.",
+    )
+    refund_processing_ms: int = Field(
+        default=200,
+        ge=0,
+        le=RETRY_DELAY_MS_MAX,
+        description=(
+            "How long every channel takes to finish a refund it accepted before it notifies "
+            "the result, default 200."
+        ),
+    )
     notify_retry_schedule_ms: list[RetryDelayMs] = Field(
         default=[0, 1000, 2000, 5000, 15000, 60000],
         min_length=1,

@@ -31,6 +31,8 @@ SUB_CODE_INVALID_SIGNATURE: Final = "INVALID_SIGNATURE"
 SUB_CODE_INVALID_PARAMETER: Final = "INVALID_PARAMETER"
 SUB_CODE_TRADE_CONFLICT: Final = "TRADE_CONFLICT"
 SUB_CODE_TRADE_NOT_EXIST: Final = "TRADE_NOT_EXIST"
+# The channel refuses the trade (risk control, account restrictions): a decline.
+SUB_CODE_PAYMENT_REFUSED: Final = "PAYMENT_REFUSED"
 # The trade's status forbids the request, e.g. closing a trade the payer already paid.
 SUB_CODE_TRADE_STATUS_ERROR: Final = "TRADE_STATUS_ERROR"
 

@@ -34,6 +34,57 @@ class VerifiedPaymentNotification:
     paid_at: datetime  # Timezone-aware, in UTC.
 
 
+@dataclass(frozen=True)
+class RefundAccepted:
+    """The channel took the refund request; its final result arrives later (notification
+    or query)."""
+
+    channel_refund_id: str
+
+
+@dataclass(frozen=True)
+class VerifiedRefundNotification:
+    """A checked answer about one refund: it succeeded, or the channel gave up on it.
+
+    `refund_id` is payrail's refund id, which every channel echoes (Alipay's
+    `out_request_no`, WeChat Pay's `out_refund_no`); `failure_code` is a stable lowercase
+    code and is set exactly when `succeeded` is False.
+    """
+
+    notification_id: str
+    refund_id: str
+    payment_id: str
+    channel_refund_id: str
+    amount_minor: int
+    currency: str
+    succeeded: bool
+    finished_at: datetime  # Timezone-aware, in UTC.
+    failure_code: str | None = None
+    failure_message: str = ""
+
+
+@dataclass(frozen=True)
+class IgnoredNotification:
+    """A genuine, correctly signed callback that changes nothing, e.g. an earlier trade
+    status arriving after a later one (out of order). It is acknowledged and not recorded."""
+
+    notification_id: str
+    reason: str
+
+
+ChannelNotification = VerifiedPaymentNotification | VerifiedRefundNotification | IgnoredNotification
+
+
+@dataclass(frozen=True)
+class NotificationAnswer:
+    """What the gateway answers a channel's callback; each channel has its own convention
+    for "received, stop retrying"."""
+
+    status_code: int
+    body: str
+    media_type: str = "text/plain"
+
+
 class ChannelError(Exception):
     """Base of every error an adapter raises on purpose."""
 
@@ -76,12 +127,40 @@ class ChannelAdapter(Protocol):
 
     async def prepare(
         self, *, payment_id: str, amount_minor: int, currency: str, description: str
-    ) -> PreparedTrade:
+    ) -> PreparedTrade | VerifiedPaymentNotification:
         """Create (or find again) the channel's trade for `payment_id`.
 
-        Raises ChannelRejected when the channel refuses, ChannelUnavailable when the
-        outcome is unknown.
+        Returns the trade waiting for the payer, or, for a channel that answers at once
+        (a card authorization captured in the same call), the proof that it was paid.
+        Raises ChannelRejected when the channel refuses (a card decline included),
+        ChannelUnavailable when the outcome is unknown. Safe to retry: the payment id is
+        the channel's idempotency key.
         """
+        ...
+
+    async def refund(
+        self,
+        *,
+        payment_id: str,
+        refund_id: str,
+        amount_minor: int,
+        currency: str,
+        reason: str,
+    ) -> RefundAccepted:
+        """Ask the channel to refund part or all of a paid payment.
+
+        Safe to retry: `refund_id` is the channel's idempotency key for the refund.
+        Raises ChannelRejected when the channel refuses at once (e.g. the amount exceeds
+        what is refundable), ChannelUnavailable when the outcome is unknown.
+        """
+        ...
+
+    async def query_refund(
+        self, *, payment_id: str, refund_id: str
+    ) -> VerifiedRefundNotification | None:
+        """Ask for a refund's final result; None while it is still processing or unknown.
+        The id of what it returns is `query:<channel refund id>`. Raises ChannelUnavailable
+        when the answer is unknown."""
         ...
 
     async def query(self, *, payment_id: str) -> VerifiedPaymentNotification | None:
@@ -102,11 +181,16 @@ class ChannelAdapter(Protocol):
         """
         ...
 
-    def verify_notification(
-        self, fields: Mapping[str, str], *, now: datetime
-    ) -> VerifiedPaymentNotification:
-        """Check a callback's fields and signature without any I/O.
+    def read_notification(
+        self, body: bytes, headers: Mapping[str, str], *, now: datetime
+    ) -> ChannelNotification:
+        """Check a callback's raw body and headers (signature, freshness, fields) without
+        any I/O, and say what it proves. `headers` have lowercase names.
 
-        Raises InvalidNotification when the callback must be ignored.
+        Raises InvalidNotification when the callback must not be trusted.
         """
+        ...
+
+    def notification_answer(self, *, accepted: bool) -> NotificationAnswer:
+        """The answer that stops the channel's retries (accepted) or asks for a retry."""
         ...

@@ -1,0 +1,81 @@
+"""Fault injection per channel: what the simulator does wrong on purpose.
+
+Operators and tests switch faults at run time through `PUT /_sim/faults/{channel}`; every
+channel starts with the faults the settings give (none by default). The board is plain
+in-memory state of the one simulator process.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.common import Channel
+
+# Path prefixes of each channel's merchant-facing API, so one middleware can apply a
+# channel's latency and outage to every route of that channel.
+CHANNEL_PATH_PREFIXES: Final = {
+    Channel.ALIPAY: "/alipay/",
+    Channel.WECHAT_PAY: "/wechatpay/",
+    Channel.CARD: "/card/",
+}
+LATENCY_MS_MAX: Final = 30_000
+
+
+class ChannelFaults(BaseModel):
+    """The faults of one channel. Every field defaults to "behave"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    unavailable: bool = Field(
+        default=False, description="Every API call of the channel answers HTTP 503."
+    )
+    latency_ms: int = Field(
+        default=0, ge=0, le=LATENCY_MS_MAX, description="Delay before every API answer."
+    )
+    decline_payments: bool = Field(
+        default=False, description="New payments are refused (a card decline, a refused trade)."
+    )
+    lose_notifications: bool = Field(
+        default=False, description="No notification is sent; only a query finds the result."
+    )
+    duplicate_notifications: bool = Field(
+        default=False,
+        description="After a notification is acknowledged, the same fact is sent again "
+        "under a new notification id.",
+    )
+    out_of_order_notifications: bool = Field(
+        default=False,
+        description="An earlier status (e.g. waiting for the payer) is notified after the "
+        "final one.",
+    )
+    fail_refunds: bool = Field(default=False, description="Refunds are accepted, then end failed.")
+
+
+class FaultBoard:
+    """The current faults of every channel."""
+
+    def __init__(self, initial: ChannelFaults | None = None) -> None:
+        self._initial = initial or ChannelFaults()
+        self._faults: dict[Channel, ChannelFaults] = {}
+
+    def of(self, channel: Channel) -> ChannelFaults:
+        return self._faults.get(channel, self._initial)
+
+    def set(self, channel: Channel, faults: ChannelFaults) -> None:
+        self._faults[channel] = faults
+
+    def reset(self) -> None:
+        self._faults.clear()
+
+    def snapshot(self) -> dict[str, ChannelFaults]:
+        return {channel.value: self.of(channel) for channel in Channel}
+
+
+def channel_of_path(path: str) -> Channel | None:
+    """The channel whose merchant-facing API serves `path`, if any."""
+    for channel, prefix in CHANNEL_PATH_PREFIXES.items():
+        if path.startswith(prefix):
+            return channel
+    return None
