@@ -7,7 +7,7 @@ test's event loop, on ports the operating system picks.
 from __future__ import annotations
 
 import asyncio
-import socket
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -17,7 +17,6 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -30,14 +29,12 @@ from services.gateway.channels.base import (
     ChannelUnavailable,
     VerifiedPaymentNotification,
 )
-from services.psp_simulator.app import create_app
-from services.psp_simulator.settings import PspSimulatorSettings
+from tests.support import servers
+from tests.support.servers import bind_local_socket, serving
 
 pytestmark = pytest.mark.integration
 
 APP_ID = "payrail_platform"
-STARTUP_TIMEOUT_S = 10.0
-SHUTDOWN_TIMEOUT_S = 10.0
 NOTIFICATION_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.01
 # Compressed so that a test exercising retries takes milliseconds, not minutes.
@@ -76,75 +73,9 @@ async def comes_true_within(condition: Callable[[], bool], *, timeout_s: float) 
     return True
 
 
-def bind_local_socket() -> socket.socket:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    return listener
-
-
-@asynccontextmanager
-async def serving(app: Any, listener: socket.socket) -> AsyncIterator[uvicorn.Server]:
-    """Serve `app` on the already bound `listener` until the block ends."""
-    config = uvicorn.Config(
-        app,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        ws="none",
-        http="h11",
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[listener]))
-    try:
-        await wait_until(
-            lambda: server.started or task.done(), what="uvicorn", timeout_s=STARTUP_TIMEOUT_S
-        )
-        if task.done():
-            task.result()
-            raise AssertionError("uvicorn stopped during startup")
-        yield server
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=SHUTDOWN_TIMEOUT_S)
-        listener.close()
-
-
-@asynccontextmanager
-async def running_simulator(secret: str, **overrides: Any) -> AsyncIterator[str]:
-    """Start the simulator with `overrides` applied to its settings; yield its base URL."""
-    listener = bind_local_socket()
-    settings = PspSimulatorSettings(
-        host="127.0.0.1",
-        port=listener.getsockname()[1],
-        alipay_app_id=APP_ID,
-        alipay_secret=secret,
-        **{
-            "notify_retry_schedule_ms": FAST_RETRY_SCHEDULE_MS,
-            "notify_timeout_ms": 2000,
-            **overrides,
-        },
-    )
-    async with serving(create_app(settings), listener), httpx.AsyncClient() as client:
-        health_url = f"{settings.base_url}/healthz"
-        await wait_until_healthy(client, health_url)
-        yield settings.base_url
-
-
-async def wait_until_healthy(client: httpx.AsyncClient, url: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + STARTUP_TIMEOUT_S
-    while True:
-        try:
-            response = await client.get(url, timeout=1.0)
-            if response.status_code == 200 and response.json() == {"status": "ok"}:
-                return
-        except httpx.TransportError:
-            pass
-        if loop.time() > deadline:
-            raise AssertionError(f"{url} did not become healthy within {STARTUP_TIMEOUT_S} s")
-        await asyncio.sleep(POLL_INTERVAL_S)
+def running_simulator(secret: str, **overrides: Any) -> contextlib.AbstractAsyncContextManager[str]:
+    """The simulator whose one Alipay app is APP_ID with `secret`."""
+    return servers.running_simulator(alipay_app_id=APP_ID, alipay_secret=secret, **overrides)
 
 
 class NotificationReceiver:
