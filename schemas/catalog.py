@@ -40,6 +40,18 @@ from schemas.payments import (
     PaymentSucceeded,
     upcast_add_expires_at,
 )
+from schemas.refunds import (
+    ChannelRefundAccepted,
+    ChannelRefundFailed,
+    ChannelRefundSucceeded,
+    QueryChannelRefund,
+    RefundFailed,
+    RefundRefused,
+    RefundRequested,
+    RefundSucceeded,
+    RequestRefund,
+    SubmitChannelRefund,
+)
 from schemas.risk import RiskDecisionMade
 from schemas.topics import Topic
 
@@ -56,10 +68,17 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PaymentCanceled,
     PaymentExpired,
     PaymentPaidAfterClose,
+    RefundRequested,
+    RefundRefused,
+    RefundSucceeded,
+    RefundFailed,
     RiskDecisionMade,
     ChannelPaymentPrepared,
     ChannelPaymentRejected,
     ChannelPaymentSucceeded,
+    ChannelRefundAccepted,
+    ChannelRefundSucceeded,
+    ChannelRefundFailed,
     JournalEntryPosted,
 )
 COMMAND_TYPES: tuple[type[Command], ...] = (
@@ -68,6 +87,9 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     SubmitChannelPayment,
     CloseChannelTrade,
     QueryChannelPayment,
+    RequestRefund,
+    SubmitChannelRefund,
+    QueryChannelRefund,
 )
 MESSAGE_TYPES: tuple[type[Event] | type[Command], ...] = EVENT_TYPES + COMMAND_TYPES
 

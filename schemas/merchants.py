@@ -57,6 +57,11 @@ class MerchantProfile(Contract):
     single_payment_limit_minor: PositiveAmountMinor | None = None
     settlement_terms: SettlementTerms = SettlementTerms()
     payment_expiry_minutes: int = Field(default=30, strict=True, ge=1, le=10_080)
+    refund_on_order_cancel: bool = Field(
+        default=True,
+        description="An upstream OrderCancelled for a paid order refunds what is still "
+        "refundable (true, the default) or leaves the payment paid (false).",
+    )
 
     @model_validator(mode="after")
     def _every_channel_has_a_fee_plan(self) -> Self:

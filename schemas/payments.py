@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import ipaddress
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, Field
 
 from schemas.common import Channel, Failure, FeePlan, NextAction
 from schemas.envelope import Command, Contract, Event
@@ -23,12 +24,53 @@ class PaymentTerms(Contract):
     fee_plan: FeePlan
 
 
+METADATA_KEYS_MAX = 20
+METADATA_KEY_LENGTH_MAX = 40
+METADATA_VALUE_LENGTH_MAX = 500
+
+PayerText = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _check_ip(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError as error:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from error
+    return value
+
+
+class Payer(Contract):
+    """Who pays, as far as the merchant knows: what risk rules look at. All optional."""
+
+    id: PayerText | None = None
+    ip: Annotated[str, Field(max_length=45), AfterValidator(_check_ip)] | None = None
+    device_id: PayerText | None = None
+    card_fingerprint: PayerText | None = None
+
+
+def _check_metadata(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > METADATA_KEYS_MAX:
+        raise ValueError(f"metadata holds at most {METADATA_KEYS_MAX} keys")
+    for key, item in value.items():
+        if not 1 <= len(key) <= METADATA_KEY_LENGTH_MAX:
+            raise ValueError(f"metadata keys are 1 to {METADATA_KEY_LENGTH_MAX} characters")
+        if len(item) > METADATA_VALUE_LENGTH_MAX:
+            raise ValueError(f"metadata values are at most {METADATA_VALUE_LENGTH_MAX} characters")
+    return value
+
+
+Metadata = Annotated[dict[str, str], AfterValidator(_check_metadata)]
+
+
 class PaymentRequest(PaymentTerms):
-    """A new payment: its terms and when it expires if it is still unpaid."""
+    """A new payment: its terms, when it expires if it is still unpaid, who pays and the
+    merchant's own key-value notes."""
 
     expires_at: AwareDatetime | None = Field(
         default=None, description="None for payments created before expiry existed."
     )
+    payer: Payer | None = None
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class CreatePayment(Command):
@@ -54,6 +96,11 @@ def upcast_add_expires_at(raw: dict[str, object]) -> dict[str, object]:
 
 class CancelPaymentPayload(Contract):
     reason: str = Field(default="requested_by_merchant", min_length=1, max_length=200)
+    refund_if_paid: bool = Field(
+        default=False,
+        description="When the payment is already paid, refund what is still refundable "
+        "instead of leaving it paid (an upstream order cancelled after payment).",
+    )
 
 
 class CancelPayment(Command):

@@ -11,6 +11,7 @@ from typing import Any
 
 from schemas.envelope import Event
 from schemas.payments import PaymentCanceled, PaymentExpired, PaymentFailed, PaymentSucceeded
+from schemas.refunds import RefundFailed, RefundSucceeded
 
 # A new public event is one line here plus its `data.object` in `public_object` below.
 PUBLIC_EVENT_TYPES: dict[type[Event], str] = {
@@ -18,6 +19,8 @@ PUBLIC_EVENT_TYPES: dict[type[Event], str] = {
     PaymentFailed: "payment.failed",
     PaymentCanceled: "payment.canceled",
     PaymentExpired: "payment.expired",
+    RefundSucceeded: "refund.succeeded",
+    RefundFailed: "refund.failed",
 }
 
 PaymentOutcome = PaymentSucceeded | PaymentFailed | PaymentCanceled | PaymentExpired
@@ -64,10 +67,33 @@ def _payment_object(event: PaymentOutcome) -> dict[str, Any]:
     }
 
 
+def _refund_object(event: RefundSucceeded | RefundFailed) -> dict[str, Any]:
+    payload = event.payload
+    failure: dict[str, Any] | None = None
+    if isinstance(event, RefundFailed):
+        failure = {"code": event.payload.failure.code, "message": event.payload.failure.message}
+    return {
+        "id": payload.refund_id,
+        "object": "refund",
+        "payment_id": event.aggregate_id,
+        "merchant_id": event.merchant_id,
+        "order_id": payload.order_id,
+        "amount": payload.amount_minor,
+        "currency": payload.currency,
+        "channel": payload.channel.value,
+        "reason": payload.reason,
+        "initiator": payload.initiator.value,
+        "status": "succeeded" if isinstance(event, RefundSucceeded) else "failed",
+        "failure": failure,
+    }
+
+
 def public_object(event: Event) -> dict[str, Any]:
     """The `data.object` of a public event. Raises NotPublic for an internal event."""
     if isinstance(event, PaymentOutcome):
         return _payment_object(event)
+    if isinstance(event, RefundSucceeded | RefundFailed):
+        return _refund_object(event)
     raise NotPublic(f"no public object for {type(event).__name__}")
 
 

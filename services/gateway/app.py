@@ -13,6 +13,14 @@ from schemas.common import Channel
 from schemas.ledger import JournalEntryPosted
 from schemas.orders import OrderCancelled, OrderPlaced
 from schemas.payments import PaymentPaidAfterClose
+from schemas.refunds import (
+    QueryChannelRefund,
+    RefundFailed,
+    RefundRefused,
+    RefundRequested,
+    RefundSucceeded,
+    SubmitChannelRefund,
+)
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
 from services.gateway import (
@@ -22,22 +30,34 @@ from services.gateway import (
     orders,
     payments_api,
     projections,
+    refunds_api,
     webhooks_api,
 )
 from services.gateway.channel_results import (
+    ChannelCalls,
     close_channel_trade,
     query_channel_payment,
+    query_channel_refund,
     submit_channel_payment,
+    submit_channel_refund,
 )
 from services.gateway.channels.alipay import AlipayChannel
 from services.gateway.channels.base import ChannelAdapter
+from services.gateway.circuit import ChannelCircuits
 from services.gateway.domain import STATUS_AFTER_EVENT
 from services.gateway.payment_updates import PaymentUpdates
 from services.gateway.problems import install_problem_handlers
 from services.gateway.settings import GatewaySettings
 
 # Every payment event the gateway folds into its payment views and timelines.
-PROJECTED_PAYMENT_EVENTS: tuple[type[Message], ...] = (*STATUS_AFTER_EVENT, PaymentPaidAfterClose)
+PROJECTED_PAYMENT_EVENTS: tuple[type[Message], ...] = (
+    *STATUS_AFTER_EVENT,
+    PaymentPaidAfterClose,
+    RefundRequested,
+    RefundRefused,
+    RefundSucceeded,
+    RefundFailed,
+)
 
 
 def create_app(settings: GatewaySettings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -52,7 +72,7 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
     )
     app.state.gateway_settings = gateway_settings
     install_problem_handlers(app)
-    for module in (payments_api, events_api, admin_api, webhooks_api, channels_api):
+    for module in (payments_api, refunds_api, events_api, admin_api, webhooks_api, channels_api):
         app.include_router(module.router)
 
     async def wire(context: ServiceContext) -> None:
@@ -70,22 +90,27 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
                 timeout_s=gateway_settings.channel_timeout_ms / 1000,
             )
         }
+        circuits = ChannelCircuits(
+            context.clock,
+            failure_threshold=gateway_settings.channel_circuit_failure_threshold,
+            open_ms=gateway_settings.channel_circuit_open_ms,
+        )
+        app.state.circuits = circuits
         payment_updates = PaymentUpdates(context.pool)
         await payment_updates.start()
         context.on_stop.append(payment_updates.stop)
         app.state.payment_updates = payment_updates
         app.state.channels = channels
         app.state.notifier_client = notifier_client
+        calls = ChannelCalls(channels=channels, circuits=circuits, clock=context.clock)
         context.consume(
             Topic.CHANNEL_COMMANDS,
             {
-                SubmitChannelPayment: partial(
-                    submit_channel_payment, channels=channels, clock=context.clock
-                ),
-                CloseChannelTrade: partial(close_channel_trade, channels=channels),
-                QueryChannelPayment: partial(
-                    query_channel_payment, channels=channels, clock=context.clock
-                ),
+                SubmitChannelPayment: partial(submit_channel_payment, calls=calls),
+                CloseChannelTrade: partial(close_channel_trade, calls=calls),
+                QueryChannelPayment: partial(query_channel_payment, calls=calls),
+                SubmitChannelRefund: partial(submit_channel_refund, calls=calls),
+                QueryChannelRefund: partial(query_channel_refund, calls=calls),
             },
         )
         context.consume(

@@ -2,56 +2,48 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
-
 import structlog
 from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from schemas.common import Channel
 from services.common.event_store import ConcurrencyConflict
 from services.gateway.channel_results import UnknownChannelTrade, record_channel_notification
-from services.gateway.channels.base import InvalidNotification
+from services.gateway.channels.base import ChannelAdapter, InvalidNotification
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["channels"], include_in_schema=False)
 
-# Alipay-style channels stop retrying when the body is exactly "success".
-ACKNOWLEDGED = "success"
-NOT_ACKNOWLEDGED = "fail"
 NOTIFICATION_SIZE_MAX_BYTES = 16_384
-NOTIFICATION_FIELD_COUNT_MAX = 64
+
+
+def _answer(adapter: ChannelAdapter, *, accepted: bool) -> Response:
+    answer = adapter.notification_answer(accepted=accepted)
+    return Response(answer.body, status_code=answer.status_code, media_type=answer.media_type)
 
 
 @router.post("/v1/channels/{channel}/notify")
-async def channel_notification(channel: str, request: Request) -> PlainTextResponse:
+async def channel_notification(channel: str, request: Request) -> Response:
     """Verify a channel notification and record it once. Every rejection is logged with
-    its reason and changes nothing; the channel retries what we do not acknowledge."""
+    its reason and changes nothing; the channel retries what we do not acknowledge, in
+    the channel's own words (each channel has its own acknowledgement)."""
     adapters = request.app.state.channels
     try:
-        adapter = adapters[Channel(channel)]
+        adapter: ChannelAdapter = adapters[Channel(channel)]
     except (ValueError, KeyError):
         log.warning("channel_notification_rejected", channel=channel, reason="unknown channel")
-        return PlainTextResponse(NOT_ACKNOWLEDGED, status_code=404)
+        return PlainTextResponse("unknown channel", status_code=404)
     body = await request.body()
     if len(body) > NOTIFICATION_SIZE_MAX_BYTES:
         log.warning("channel_notification_rejected", channel=channel, reason="too large")
-        return PlainTextResponse(NOT_ACKNOWLEDGED, status_code=413)
-    try:
-        fields = dict(
-            parse_qsl(
-                body.decode(), keep_blank_values=True, max_num_fields=NOTIFICATION_FIELD_COUNT_MAX
-            )
-        )
-    except (UnicodeDecodeError, ValueError) as error:
-        log.warning("channel_notification_rejected", channel=channel, reason=repr(error))
-        return PlainTextResponse(NOT_ACKNOWLEDGED, status_code=400)
+        return _answer(adapter, accepted=False)
     context = request.app.state.context
+    headers = {name.lower(): value for name, value in request.headers.items()}
     try:
-        notification = adapter.verify_notification(fields, now=context.clock.now())
+        notification = adapter.read_notification(body, headers, now=context.clock.now())
     except InvalidNotification as error:
         log.warning("channel_notification_rejected", channel=channel, reason=error.reason)
-        return PlainTextResponse(NOT_ACKNOWLEDGED, status_code=400)
+        return _answer(adapter, accepted=False)
     try:
         async with context.pool.acquire() as connection, connection.transaction():
             recorded = await record_channel_notification(
@@ -59,13 +51,13 @@ async def channel_notification(channel: str, request: Request) -> PlainTextRespo
             )
     except UnknownChannelTrade as error:
         log.warning("channel_notification_rejected", channel=channel, reason=str(error))
-        return PlainTextResponse(NOT_ACKNOWLEDGED, status_code=400)
+        return _answer(adapter, accepted=False)
     except ConcurrencyConflict:
-        return PlainTextResponse(NOT_ACKNOWLEDGED, status_code=503)
+        return _answer(adapter, accepted=False)
     log.info(
-        "channel_notification_recorded" if recorded else "channel_notification_duplicate",
+        "channel_notification_recorded" if recorded else "channel_notification_not_recorded",
         channel=channel,
-        payment_id=notification.payment_id,
+        notification=type(notification).__name__,
         notification_id=notification.notification_id,
     )
-    return PlainTextResponse(ACKNOWLEDGED)
+    return _answer(adapter, accepted=True)

@@ -3,12 +3,13 @@ topic: who the merchant is, whether it may take the payment, what is asked."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from schemas.common import Channel, FeePlan
 from schemas.merchants import MerchantProfile, MerchantStatus
-from schemas.payments import PaymentRequest
+from schemas.payments import Payer, PaymentRequest
 from services.common.db import Connection
 
 
@@ -25,18 +26,20 @@ class PaymentRefused(Exception):
 class Merchant:
     merchant_id: str
     active: bool
-    channels: frozenset[Channel]
+    channels: tuple[Channel, ...]  # in the merchant's order of preference
     fee_plans: dict[Channel, FeePlan]
     payment_expiry_minutes: int
+    refund_on_order_cancel: bool
 
     @classmethod
     def of(cls, merchant_id: str, profile: MerchantProfile) -> Merchant:
         return cls(
             merchant_id=merchant_id,
             active=profile.status is MerchantStatus.ACTIVE,
-            channels=frozenset(profile.channels),
+            channels=tuple(profile.channels),
             fee_plans=dict(profile.fee_plans),
             payment_expiry_minutes=profile.payment_expiry_minutes,
+            refund_on_order_cancel=profile.refund_on_order_cancel,
         )
 
 
@@ -45,6 +48,33 @@ async def load_merchant(connection: Connection, merchant_id: str) -> Merchant | 
         "SELECT profile FROM merchants WHERE merchant_id = $1", merchant_id
     )
     return Merchant.of(merchant_id, MerchantProfile.model_validate(profile)) if profile else None
+
+
+def choose_channel(
+    merchant: Merchant,
+    candidates: Sequence[Channel],
+    is_available: Callable[[Channel], bool] = lambda _channel: True,
+) -> Channel:
+    """The first of `candidates` (all the merchant's channels when empty) that the
+    merchant has enabled and that is not failing (circuit open).
+
+    Raises PaymentRefused: `channel_not_enabled` when none is enabled,
+    `channel_unavailable` when every enabled one is failing.
+    """
+    wanted = candidates or merchant.channels
+    enabled = [channel for channel in wanted if channel in merchant.channels]
+    if not enabled:
+        names = ", ".join(channel.value for channel in wanted)
+        raise PaymentRefused(
+            "channel_not_enabled", f"channel {names} is not enabled for this merchant"
+        )
+    for channel in enabled:
+        if is_available(channel):
+            return channel
+    names = ", ".join(channel.value for channel in enabled)
+    raise PaymentRefused(
+        "channel_unavailable", f"channel {names} is failing at the moment; try again later"
+    )
 
 
 def payment_request(
@@ -56,6 +86,8 @@ def payment_request(
     channel: Channel,
     description: str,
     requested_at: datetime,
+    payer: Payer | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> PaymentRequest:
     """The request for a new payment, with the merchant's fee plan and expiry.
 
@@ -63,10 +95,7 @@ def payment_request(
     """
     if not merchant.active:
         raise PaymentRefused("merchant_suspended", f"merchant {merchant.merchant_id} is suspended")
-    if channel not in merchant.channels:
-        raise PaymentRefused(
-            "channel_not_enabled", f"channel {channel.value} is not enabled for this merchant"
-        )
+    channel = choose_channel(merchant, [channel])
     return PaymentRequest(
         order_id=order_id,
         amount_minor=amount_minor,
@@ -75,4 +104,6 @@ def payment_request(
         description=description,
         fee_plan=merchant.fee_plans[channel],
         expires_at=requested_at + timedelta(minutes=merchant.payment_expiry_minutes),
+        payer=payer,
+        metadata=metadata or {},
     )

@@ -3,25 +3,78 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.common import Channel, FeePlan
 from schemas.merchants import MerchantStatus, SettlementTerms
 from schemas.money import CurrencyCode, PositiveAmountMinor
+from schemas.payments import Metadata, Payer
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class FailureView(BaseModel):
+    code: str
+    message: str
+    rule_ids: list[str] = []
+
+
 class CreatePaymentRequest(Body):
     amount: PositiveAmountMinor = Field(description="Integer amount in minor units (cents, fen).")
     currency: CurrencyCode = Field(description="ISO 4217 code, upper case.")
-    channel: Channel
+    channel: Channel | None = Field(
+        default=None, description="The one channel to use. Leave out to let payrail route."
+    )
+    channels: list[Channel] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=3,
+        description="Channels the payment may use, in order of preference; payrail takes the "
+        "first enabled one that is not failing. Leave out (with `channel`) for all the "
+        "merchant's channels.",
+    )
     order_id: Annotated[str, Field(min_length=1, max_length=128)]
     description: Annotated[str, Field(max_length=1000)] = ""
+    payer: Payer | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_way_to_choose_channels(self) -> Self:
+        if self.channel is not None and self.channels is not None:
+            raise ValueError("give `channel` or `channels`, not both")
+        return self
+
+    def channel_candidates(self) -> list[Channel]:
+        if self.channel is not None:
+            return [self.channel]
+        return list(self.channels or [])
+
+
+class CreateRefundRequest(Body):
+    amount: PositiveAmountMinor | None = Field(
+        default=None, description="Minor units to refund; leave out for all that is refundable."
+    )
+    reason: Annotated[str, Field(min_length=1, max_length=200)] = "requested_by_customer"
+
+
+class RefundView(BaseModel):
+    id: str
+    object: str = "refund"
+    payment_id: str
+    amount: int | None = Field(description="None only for a refused request without amount.")
+    currency: str
+    channel: str
+    reason: str
+    initiator: str
+    status: str = Field(description="pending, succeeded, failed, or refused (never started).")
+    failure: FailureView | None = None
+    channel_refund_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
 
 
 class CancelPaymentRequest(Body):
@@ -32,12 +85,6 @@ class NextActionView(BaseModel):
     type: str
     url: str
     qr_code: str | None = None
-
-
-class FailureView(BaseModel):
-    code: str
-    message: str
-    rule_ids: list[str] = []
 
 
 class PaymentEventView(BaseModel):
@@ -60,13 +107,15 @@ class PaymentView(BaseModel):
     status: str
     next_action: NextActionView | None = None
     failure: FailureView | None = None
+    amount_refunded: int = 0
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
 
 class PaymentDetailView(PaymentView):
-    """A payment with its event history, oldest first."""
+    """A payment with its refunds and its event history, oldest first."""
 
+    refunds: list[RefundView]
     events: list[PaymentEventView]
 
 
@@ -92,6 +141,10 @@ class OnboardMerchantRequest(Body):
     single_payment_limit_minor: PositiveAmountMinor | None = None
     settlement_terms: SettlementTerms = Field(default_factory=SettlementTerms)
     payment_expiry_minutes: int = Field(default=30, strict=True, ge=1, le=10_080)
+    refund_on_order_cancel: bool = Field(
+        default=True,
+        description="An upstream OrderCancelled for a paid order refunds it (true) or not.",
+    )
     webhook_url: Annotated[str | None, Field(min_length=1, max_length=2048)] = Field(
         default=None, description="Registers a webhook endpoint for every event type."
     )
@@ -107,6 +160,7 @@ class UpdateMerchantRequest(Body):
     single_payment_limit_minor: PositiveAmountMinor | None = None
     settlement_terms: SettlementTerms | None = None
     payment_expiry_minutes: int | None = Field(default=None, strict=True, ge=1, le=10_080)
+    refund_on_order_cancel: bool | None = None
 
 
 class MerchantView(BaseModel):
@@ -119,6 +173,7 @@ class MerchantView(BaseModel):
     single_payment_limit_minor: int | None
     settlement_terms: SettlementTerms
     payment_expiry_minutes: int
+    refund_on_order_cancel: bool
     version: int = Field(description="Changes with every update of the merchant.")
 
 

@@ -52,11 +52,18 @@ async def place_order(connection: Connection, event: OrderPlaced, *, clock: Cloc
 
 
 async def cancel_order(connection: Connection, event: OrderCancelled, *, clock: Clock) -> None:
-    """Cancel the order's payment while it is unpaid (a paid one stays paid)."""
+    """Cancel the order's payment while it is unpaid; a paid one is refunded (what is
+    still refundable) when the merchant's policy says so, and stays paid otherwise."""
+    merchant = await load_merchant(connection, event.merchant_id)
+    if merchant is None:
+        raise PaymentRefused("merchant_not_found", f"no merchant {event.merchant_id}")
     payment_id = order_payment_id(event.merchant_id, event.payload.order_id)
+    cancel = CancelPaymentPayload(
+        reason=event.payload.reason, refund_if_paid=merchant.refund_on_order_cancel
+    )
     command = new_command(
         CancelPayment,
-        CancelPaymentPayload(reason=event.payload.reason),
+        cancel,
         aggregate_id=payment_id,
         merchant_id=event.merchant_id,
         producer="gateway",

@@ -19,8 +19,9 @@ from schemas.payments import CancelPayment, CancelPaymentPayload, CreatePayment
 from services.common.db import Connection
 from services.common.event_store import enqueue_commands
 from services.common.ids import new_prefixed_id
-from services.common.invariant import InvariantViolation
+from services.gateway import idempotency
 from services.gateway.auth import MerchantDependency
+from services.gateway.circuit import ChannelCircuits
 from services.gateway.domain import (
     FINAL_STATUSES,
     RECEIVED_STATUS,
@@ -28,7 +29,7 @@ from services.gateway.domain import (
     STATUS_AFTER_EVENT,
     request_fingerprint,
 )
-from services.gateway.intake import PaymentRefused, payment_request
+from services.gateway.intake import PaymentRefused, choose_channel, payment_request
 from services.gateway.listing import (
     LIMIT_DEFAULT,
     CreatedGte,
@@ -51,14 +52,11 @@ from services.gateway.models import (
 )
 from services.gateway.payment_updates import PaymentUpdates
 from services.gateway.problems import PROBLEM_RESPONSES, ApiProblem
+from services.gateway.refunds_api import payment_refunds
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["payments"], responses=PROBLEM_RESPONSES)
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(alias="Idempotency-Key", min_length=1, max_length=255, description="Client-chosen key."),
-]
 CorrelationId = Annotated[
     str | None, Header(alias="X-Correlation-Id", min_length=1, max_length=128)
 ]
@@ -76,6 +74,7 @@ def _view(row: asyncpg.Record) -> PaymentView:
         status=row["status"],
         next_action=row["next_action"],
         failure=row["failure"],
+        amount_refunded=row["amount_refunded_minor"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -113,14 +112,16 @@ async def _wait_for_status(
     return view
 
 
-def _received_view(payment_id: str, merchant_id: str, body: CreatePaymentRequest) -> PaymentView:
+def _received_view(
+    payment_id: str, merchant_id: str, body: CreatePaymentRequest, channel: Channel
+) -> PaymentView:
     return PaymentView(
         id=payment_id,
         merchant_id=merchant_id,
         order_id=body.order_id,
         amount=body.amount,
         currency=body.currency,
-        channel=body.channel.value,
+        channel=channel.value,
         description=body.description,
         status=RECEIVED_STATUS,
     )
@@ -132,58 +133,60 @@ async def create_payment(
     request: Request,
     response: Response,
     merchant: MerchantDependency,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: idempotency.KeyHeader = None,
     correlation_id: CorrelationId = None,
 ) -> Any:
     """Create a payment. It is decided by risk and prepared at the channel asynchronously;
-    the call waits briefly so the answer usually carries `next_action` already."""
+    the call waits briefly so the answer usually carries `next_action` already.
+
+    The channel is `channel`, or the first of `channels` (all the merchant's channels
+    when neither is given) that the merchant has enabled and that is not failing: a
+    failing channel (circuit open) is skipped, and when every allowed channel is failing
+    the payment is refused at once with `channel_unavailable` (503)."""
+    context = request.app.state.context
+    settings = request.app.state.gateway_settings
+    circuits: ChannelCircuits = request.app.state.circuits
     try:
+        channel = choose_channel(merchant, body.channel_candidates(), circuits.allows)
         payment = payment_request(
             merchant,
             order_id=body.order_id,
             amount_minor=body.amount,
             currency=body.currency,
-            channel=body.channel,
+            channel=channel,
             description=body.description,
-            requested_at=request.app.state.context.clock.now(),
+            requested_at=context.clock.now(),
+            payer=body.payer,
+            metadata=body.metadata,
         )
     except PaymentRefused as refusal:
-        raise ApiProblem(422, refusal.code, "Payment refused", refusal.message) from refusal
-    context = request.app.state.context
-    settings = request.app.state.gateway_settings
+        status = 503 if refusal.code == "channel_unavailable" else 422
+        raise ApiProblem(status, refusal.code, "Payment refused", refusal.message) from refusal
     pool: asyncpg.Pool = context.pool
     payment_id = new_prefixed_id("pay")
     correlation = correlation_id or f"corr_{uuid.uuid4().hex}"
     fingerprint = request_fingerprint("POST", "/v1/payments", body.model_dump(mode="json"))
     async with pool.acquire() as connection, connection.transaction():
         if idempotency_key is not None:
-            # A key is remembered for the retention period; after it the key is free to
-            # name a new request. Two requests with one key serialise on the row.
-            now = context.clock.now()
-            claimed = await connection.fetchval(
-                "INSERT INTO idempotency_keys"
-                " (merchant_id, idempotency_key, request_hash, payment_id, created_at)"
-                " VALUES ($1, $2, $3, $4, $5)"
-                " ON CONFLICT (merchant_id, idempotency_key) DO UPDATE SET"
-                " request_hash = EXCLUDED.request_hash, payment_id = EXCLUDED.payment_id,"
-                " response_status = NULL, response_body = NULL, created_at = EXCLUDED.created_at"
-                " WHERE idempotency_keys.created_at < $6 RETURNING true",
-                merchant.merchant_id,
-                idempotency_key,
-                fingerprint,
-                payment_id,
-                now,
-                now - timedelta(hours=settings.idempotency_key_retention_hours),
+            stored = await idempotency.claim(
+                connection,
+                merchant_id=merchant.merchant_id,
+                key=idempotency_key,
+                fingerprint=fingerprint,
+                resource_id=payment_id,
+                now=context.clock.now(),
+                retention=timedelta(hours=settings.idempotency_key_retention_hours),
             )
-            if not claimed:
-                return await _replay(
-                    connection,
-                    merchant.merchant_id,
-                    idempotency_key,
-                    fingerprint,
-                    body,
-                    response,
-                )
+            if stored is not None:
+                response.headers["Idempotent-Replayed"] = "true"
+                if stored.response_body is not None:
+                    response.status_code = stored.response_status or 201
+                    return PaymentView.model_validate(stored.response_body)
+                # The first request is still waiting for its answer: show the payment now.
+                response.status_code = 200
+                return await _load_view(
+                    connection, merchant.merchant_id, stored.resource_id
+                ) or _received_view(stored.resource_id, merchant.merchant_id, body, channel)
         command = new_command(
             CreatePayment,
             payment,
@@ -204,50 +207,16 @@ async def create_payment(
         payment_id,
         SETTLED_VIEW_STATUSES,
         settings.payment_create_wait_ms,
-    ) or _received_view(payment_id, merchant.merchant_id, body)
+    ) or _received_view(payment_id, merchant.merchant_id, body, channel)
     if idempotency_key is not None:
-        await pool.execute(
-            "UPDATE idempotency_keys SET response_status = 201, response_body = $3::text::jsonb"
-            " WHERE merchant_id = $1 AND idempotency_key = $2",
-            merchant.merchant_id,
-            idempotency_key,
-            view.model_dump_json(),
+        await idempotency.remember_response(
+            pool,
+            merchant_id=merchant.merchant_id,
+            key=idempotency_key,
+            status=201,
+            body_json=view.model_dump_json(),
         )
     return view
-
-
-async def _replay(
-    connection: Connection,
-    merchant_id: str,
-    idempotency_key: str,
-    fingerprint: bytes,
-    body: CreatePaymentRequest,
-    response: Response,
-) -> Any:
-    row = await connection.fetchrow(
-        "SELECT request_hash, payment_id, response_status, response_body FROM idempotency_keys"
-        " WHERE merchant_id = $1 AND idempotency_key = $2",
-        merchant_id,
-        idempotency_key,
-    )
-    if row is None:
-        raise InvariantViolation("an idempotency key that conflicted has no row")
-    if row["request_hash"] != fingerprint:
-        raise ApiProblem(
-            422,
-            "idempotency_key_reused",
-            "Idempotency-Key reused",
-            "This Idempotency-Key was used with a different request.",
-        )
-    response.headers["Idempotent-Replayed"] = "true"
-    if row["response_body"] is not None:
-        response.status_code = row["response_status"]
-        return PaymentView.model_validate(row["response_body"])
-    # The first request is still waiting for its answer: show the payment as it is now.
-    response.status_code = 200
-    return await _load_view(connection, merchant_id, row["payment_id"]) or _received_view(
-        row["payment_id"], merchant_id, body
-    )
 
 
 PAYMENT_STATUSES = (RECEIVED_STATUS, *STATUS_AFTER_EVENT.values())
@@ -304,7 +273,8 @@ async def list_payments(
 
 @router.get("/v1/payments/{payment_id}", response_model=PaymentDetailView)
 async def get_payment(payment_id: str, request: Request, merchant: MerchantDependency) -> Any:
-    """A payment with its event history. Another merchant's payment is not found."""
+    """A payment with its refunds and event history. Another merchant's payment is not
+    found."""
     pool: asyncpg.Pool = request.app.state.context.pool
     view = await _load_view(pool, merchant.merchant_id, payment_id)
     if view is None:
@@ -324,7 +294,8 @@ async def get_payment(payment_id: str, request: Request, merchant: MerchantDepen
         )
         for row in rows
     ]
-    return PaymentDetailView(**view.model_dump(), events=events)
+    refunds = await payment_refunds(pool, payment_id)
+    return PaymentDetailView(**view.model_dump(), refunds=refunds, events=events)
 
 
 @router.get("/v1/balance", response_model=BalanceView)

@@ -10,6 +10,7 @@ from schemas import Event
 from schemas.ledger import JournalEntryPosted
 from schemas.payments import PaymentActionRequired, PaymentCreated, PaymentFailed
 from schemas.public_events import PUBLIC_EVENT_TYPES, public_event_document
+from schemas.refunds import RefundFailed, RefundRefused, RefundRequested, RefundSucceeded
 from services.gateway.domain import STATUS_AFTER_EVENT, merchant_balance_bucket
 
 
@@ -37,6 +38,9 @@ async def project_payment_event(connection: asyncpg.Connection, event: Event) ->
         event.occurred_at,
         event.payload.model_dump_json(),  # type: ignore[attr-defined]
     )
+    if isinstance(event, RefundRequested | RefundRefused | RefundSucceeded | RefundFailed):
+        await _project_refund_event(connection, event)
+        return
     if type(event) not in STATUS_AFTER_EVENT:
         return  # a fact about the payment that leaves its status as it is
     if isinstance(event, PaymentCreated):
@@ -75,6 +79,79 @@ async def project_payment_event(connection: asyncpg.Connection, event: Event) ->
         next_action,
         failure,
     )
+
+
+# Refund statuses as the API shows them.
+REFUND_PENDING = "pending"
+REFUND_SUCCEEDED = "succeeded"
+REFUND_FAILED = "failed"
+REFUND_REFUSED = "refused"
+
+
+async def _project_refund_event(
+    connection: asyncpg.Connection,
+    event: RefundRequested | RefundRefused | RefundSucceeded | RefundFailed,
+) -> None:
+    if isinstance(event, RefundRequested):
+        terms = event.payload
+        await connection.execute(
+            "INSERT INTO refunds (refund_id, payment_id, merchant_id, amount_minor, currency,"
+            " channel, reason, initiator, status, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT DO NOTHING",
+            terms.refund_id,
+            event.aggregate_id,
+            event.merchant_id,
+            terms.amount_minor,
+            terms.currency,
+            terms.channel.value,
+            terms.reason,
+            terms.initiator.value,
+            REFUND_PENDING,
+            event.occurred_at,
+        )
+    elif isinstance(event, RefundRefused):
+        refused = event.payload
+        await connection.execute(
+            "INSERT INTO refunds (refund_id, payment_id, merchant_id, amount_minor, currency,"
+            " channel, reason, initiator, status, failure, created_at, updated_at)"
+            " SELECT $1, payment_id, merchant_id, $2, currency, channel, '', 'merchant', $3,"
+            " $4::text::jsonb, $5, $5 FROM payments WHERE payment_id = $6"
+            " ON CONFLICT DO NOTHING",
+            refused.refund_id,
+            refused.requested_amount_minor,
+            REFUND_REFUSED,
+            refused.failure.model_dump_json(),
+            event.occurred_at,
+            event.aggregate_id,
+        )
+    elif isinstance(event, RefundSucceeded):
+        updated = await connection.fetchval(
+            "UPDATE refunds SET status = $2, channel_refund_id = $3, updated_at = $4"
+            " WHERE refund_id = $1 AND status = $5 RETURNING amount_minor",
+            event.payload.refund_id,
+            REFUND_SUCCEEDED,
+            event.payload.channel_refund_id,
+            event.occurred_at,
+            REFUND_PENDING,
+        )
+        if updated is not None:
+            await connection.execute(
+                "UPDATE payments SET amount_refunded_minor = amount_refunded_minor + $2,"
+                " updated_at = GREATEST(updated_at, $3) WHERE payment_id = $1",
+                event.aggregate_id,
+                updated,
+                event.occurred_at,
+            )
+    else:
+        await connection.execute(
+            "UPDATE refunds SET status = $2, failure = $3::text::jsonb, updated_at = $4"
+            " WHERE refund_id = $1 AND status = $5",
+            event.payload.refund_id,
+            REFUND_FAILED,
+            event.payload.failure.model_dump_json(),
+            event.occurred_at,
+            REFUND_PENDING,
+        )
 
 
 async def project_journal_entry(connection: asyncpg.Connection, event: JournalEntryPosted) -> None:

@@ -51,6 +51,18 @@ class GatewaySettings(ServiceSettings):
     channel_timeout_ms: int = Field(
         default=5_000, ge=100, le=60_000, description="Timeout of one call to a channel."
     )
+    channel_circuit_failure_threshold: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Consecutive failed calls to a channel that open its circuit.",
+    )
+    channel_circuit_open_ms: int = Field(
+        default=30_000,
+        ge=0,
+        le=3_600_000,
+        description="How long an open circuit refuses calls before one is tried again.",
+    )
     notifier_url: str = Field(
         default="http://127.0.0.1:8004", description="Internal URL of the notifier service."
     )

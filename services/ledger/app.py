@@ -12,14 +12,13 @@ import asyncpg
 from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel
 
-from schemas import Topic
-from schemas.payments import PaymentPaidAfterClose, PaymentSucceeded
+from schemas import Event, Topic
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
 from services.ledger.handlers import (
     BALANCES_LIMIT_MAX,
-    post_paid_after_close,
-    post_payment_succeeded,
+    ENTRY_RULES,
+    post_event,
     read_balances,
 )
 from services.ledger.settings import LedgerSettings
@@ -38,18 +37,10 @@ class AccountBalanceView(BaseModel):
 async def wire_ledger(context: ServiceContext) -> None:
     """Subscribe the ledger's consumers; each applies an event exactly once."""
 
-    async def on_payment_succeeded(connection: asyncpg.Connection, event: PaymentSucceeded) -> None:
-        await post_payment_succeeded(connection, event, clock=context.clock)
+    async def post(connection: asyncpg.Connection, event: Event) -> None:
+        await post_event(connection, event, clock=context.clock)
 
-    async def on_paid_after_close(
-        connection: asyncpg.Connection, event: PaymentPaidAfterClose
-    ) -> None:
-        await post_paid_after_close(connection, event, clock=context.clock)
-
-    context.consume(
-        Topic.PAYMENTS_EVENTS,
-        {PaymentSucceeded: on_payment_succeeded, PaymentPaidAfterClose: on_paid_after_close},
-    )
+    context.consume(Topic.PAYMENTS_EVENTS, dict.fromkeys(ENTRY_RULES, post))
 
 
 def _add_internal_routes(app: FastAPI) -> None:

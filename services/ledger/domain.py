@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from schemas.common import Channel, FeePlan
 from schemas.ledger import Posting
 from schemas.payments import PaymentPaidAfterClosePayload, PaymentSucceededPayload
+from schemas.refunds import RefundInitiator, RefundSucceededPayload
 from services.common.invariant import invariant
 
 BASIS_POINTS_PER_UNIT = 10_000
@@ -28,6 +29,7 @@ FEE_REVENUE_ACCOUNT = "platform:fee_revenue"
 # it is refunded.
 REFUNDS_CLEARING_ACCOUNT = "platform:refunds_clearing"
 PAID_AFTER_CLOSE_KIND = "payment_paid_after_close"
+REFUND_SUCCEEDED_KIND = "refund_succeeded"
 
 # Entry ids derive from the source event, so a rebuild of the journal from the log gives
 # every entry the id it had before, and two deliveries of one event name the same entry.
@@ -168,6 +170,38 @@ def paid_after_close_entry(payment: PaymentPaidAfterClosePayload) -> list[Postin
         [
             (channel_receivable_account(payment.channel), payment.amount_minor),
             (REFUNDS_CLEARING_ACCOUNT, -payment.amount_minor),
+        ],
+    )
+    check_balanced(postings)
+    return postings
+
+
+def refund_succeeded_entry(refund: RefundSucceededPayload, merchant_id: str) -> list[Posting]:
+    """The postings that record a refund R the channel paid back to the payer.
+
+    A merchant's refund (or an order cancelled after payment) comes out of the merchant's
+    balance; the platform keeps the payment's fee, as card schemes and most PSPs do, so
+    the merchant bears the whole refunded amount:
+
+    - debit  `merchant:{merchant_id}:pending`          +R
+    - credit `platform:channel_receivable:{channel}`  -R
+
+    The automatic refund of money paid after a payment closed clears what was owed to
+    the payer and never touches the merchant:
+
+    - debit  `platform:refunds_clearing`               +R
+    - credit `platform:channel_receivable:{channel}`  -R
+    """
+    owed_by = (
+        REFUNDS_CLEARING_ACCOUNT
+        if refund.initiator is RefundInitiator.PAID_AFTER_CLOSE
+        else merchant_pending_account(merchant_id)
+    )
+    postings = _lines(
+        refund.currency,
+        [
+            (owed_by, refund.amount_minor),
+            (channel_receivable_account(refund.channel), -refund.amount_minor),
         ],
     )
     check_balanced(postings)

@@ -7,8 +7,9 @@ are written in that same transaction, so they commit together or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import structlog
@@ -16,16 +17,19 @@ import structlog
 from schemas import Event
 from schemas.ledger import JournalEntryPosted, JournalEntryPostedPayload, Posting
 from schemas.payments import PaymentPaidAfterClose, PaymentSucceeded
+from schemas.refunds import RefundSucceeded
 from services.common.clock import Clock
 from services.common.decisions import Decision, Emit
 from services.common.event_store import record_decision
 from services.ledger.domain import (
     PAID_AFTER_CLOSE_KIND,
     PAYMENT_SUCCEEDED_KIND,
+    REFUND_SUCCEEDED_KIND,
     check_balanced,
     entry_id_for,
     paid_after_close_entry,
     payment_succeeded_entry,
+    refund_succeeded_entry,
 )
 
 log = structlog.get_logger(__name__)
@@ -79,20 +83,27 @@ class AccountBalance:
     balance_minor: int
 
 
-async def post_payment_succeeded(
-    connection: asyncpg.Connection, event: PaymentSucceeded, *, clock: Clock
-) -> str | None:
-    """Post the journal entry of a successful payment; see `post_entry`."""
-    postings = payment_succeeded_entry(event.payload, event.merchant_id)
-    return await post_entry(connection, event, PAYMENT_SUCCEEDED_KIND, postings, clock=clock)
+# Which entry each money-moving event posts: its kind and its postings (pure domain).
+ENTRY_RULES: dict[type[Event], tuple[str, Callable[[Any], list[Posting]]]] = {
+    PaymentSucceeded: (
+        PAYMENT_SUCCEEDED_KIND,
+        lambda event: payment_succeeded_entry(event.payload, event.merchant_id),
+    ),
+    PaymentPaidAfterClose: (
+        PAID_AFTER_CLOSE_KIND,
+        lambda event: paid_after_close_entry(event.payload),
+    ),
+    RefundSucceeded: (
+        REFUND_SUCCEEDED_KIND,
+        lambda event: refund_succeeded_entry(event.payload, event.merchant_id),
+    ),
+}
 
 
-async def post_paid_after_close(
-    connection: asyncpg.Connection, event: PaymentPaidAfterClose, *, clock: Clock
-) -> str | None:
-    """Post money taken for a closed payment as owed back to the payer; see `post_entry`."""
-    postings = paid_after_close_entry(event.payload)
-    return await post_entry(connection, event, PAID_AFTER_CLOSE_KIND, postings, clock=clock)
+async def post_event(connection: asyncpg.Connection, event: Event, *, clock: Clock) -> str | None:
+    """Post the journal entry that `event` calls for (see ENTRY_RULES and `post_entry`)."""
+    kind, postings_of = ENTRY_RULES[type(event)]
+    return await post_entry(connection, event, kind, postings_of(event), clock=clock)
 
 
 async def post_entry(

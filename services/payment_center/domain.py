@@ -11,6 +11,12 @@ Status flow (one term per concept):
 
 Canceling or expiring a payment that reached the channel also closes the channel's trade.
 
+Refunds live inside the payment (its stream records them), so the refundable amount is
+decided under the payment's optimistic concurrency: the paid amount minus every refund
+that is requested or succeeded. A refund is `requested` until the channel's result makes
+it `succeeded` or `failed`; a failed refund frees its amount again. Money that arrives for
+a closed payment (`PaymentPaidAfterClose`) is refunded in full at once.
+
 Every decision is a pure function of the current state and one input; it returns a
 `Decision` (events to record, commands to send). Repeating an input that was already
 applied decides nothing, which makes redelivery harmless even before the inbox.
@@ -51,6 +57,23 @@ from schemas.payments import (
     PaymentSucceeded,
     PaymentSucceededPayload,
     PaymentTerms,
+)
+from schemas.refunds import (
+    ChannelRefundFailedPayload,
+    ChannelRefundSucceededPayload,
+    RefundFailed,
+    RefundFailedPayload,
+    RefundInitiator,
+    RefundRefused,
+    RefundRefusedPayload,
+    RefundRequest,
+    RefundRequested,
+    RefundSucceeded,
+    RefundSucceededPayload,
+    RefundTerms,
+    SubmitChannelRefund,
+    SubmitChannelRefundPayload,
+    derived_refund_id,
 )
 from schemas.risk import RiskDecisionMadePayload, RiskOutcome
 from services.common.decisions import NOTHING, Decision, Emit, Send
@@ -101,6 +124,34 @@ class ChannelAmountMismatch(PaymentError):
     code = "channel_amount_mismatch"
 
 
+class UnknownRefund(PaymentError):
+    """A channel result for a refund the payment never requested."""
+
+    code = "unknown_refund"
+
+
+class RefundResultConflict(PaymentError):
+    """The channel reports a result that contradicts the refund's recorded final result."""
+
+    code = "refund_result_conflict"
+
+
+class RefundStatus(StrEnum):
+    REQUESTED = "requested"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+# Refunds whose amount is no longer refundable: in flight or done.
+HOLDING_REFUND_STATUSES = frozenset({RefundStatus.REQUESTED, RefundStatus.SUCCEEDED})
+
+
+@dataclass(frozen=True)
+class Refund:
+    terms: RefundTerms
+    status: RefundStatus
+
+
 @dataclass(frozen=True)
 class Payment:
     payment_id: str
@@ -109,10 +160,24 @@ class Payment:
     status: PaymentStatus
     terms: PaymentTerms
     expires_at: datetime | None = None
+    request: PaymentRequest | None = None
     channel_trade_id: str | None = None
     next_action: NextAction | None = None
     failure: Failure | None = None
     paid_after_close: bool = False
+    paid_amount_minor: int = 0
+    refunds: tuple[Refund, ...] = ()
+    refused_refund_ids: frozenset[str] = frozenset()
+
+    def refund(self, refund_id: str) -> Refund | None:
+        return next((r for r in self.refunds if r.terms.refund_id == refund_id), None)
+
+    @property
+    def refundable_amount_minor(self) -> int:
+        held = sum(
+            r.terms.amount_minor for r in self.refunds if r.status in HOLDING_REFUND_STATUSES
+        )
+        return self.paid_amount_minor - held
 
 
 def terms_of(request: PaymentRequest) -> PaymentTerms:
@@ -130,6 +195,7 @@ def evolve(state: Payment | None, event: Event) -> Payment:
             status=PaymentStatus.AWAITING_RISK,
             terms=terms_of(event.payload),
             expires_at=event.payload.expires_at,
+            request=event.payload,
         )
     if state is None:
         raise ValueError(f"{event.event_type} before PaymentCreated on {event.aggregate_id}")
@@ -149,13 +215,29 @@ def evolve(state: Payment | None, event: Event) -> Payment:
             status=PaymentStatus.SUCCEEDED,
             channel_trade_id=event.payload.channel_trade_id,
             next_action=None,
+            paid_amount_minor=event.payload.amount_minor,
         )
     if isinstance(event, PaymentFailed):
         return replace(
             state, status=PaymentStatus.FAILED, failure=event.payload.failure, next_action=None
         )
     if isinstance(event, PaymentPaidAfterClose):
-        return replace(state, paid_after_close=True)
+        return replace(state, paid_after_close=True, paid_amount_minor=event.payload.amount_minor)
+    if isinstance(event, RefundRequested):
+        requested = Refund(terms=event.payload, status=RefundStatus.REQUESTED)
+        return replace(state, refunds=(*state.refunds, requested))
+    if isinstance(event, RefundRefused):
+        refused = state.refused_refund_ids | {event.payload.refund_id}
+        return replace(state, refused_refund_ids=refused)
+    if isinstance(event, RefundSucceeded | RefundFailed):
+        final = (
+            RefundStatus.SUCCEEDED if isinstance(event, RefundSucceeded) else RefundStatus.FAILED
+        )
+        refunds = tuple(
+            replace(r, status=final) if r.terms.refund_id == event.payload.refund_id else r
+            for r in state.refunds
+        )
+        return replace(state, refunds=refunds)
     if isinstance(event, PaymentCanceled):
         return replace(state, status=PaymentStatus.CANCELED, next_action=None)
     if isinstance(event, PaymentExpired):
@@ -176,7 +258,7 @@ def create_payment(state: Payment | None, request: PaymentRequest) -> Decision:
     Raises PaymentConflict when the id exists with other terms.
     """
     if state is not None:
-        if (state.terms, state.expires_at) != (terms_of(request), request.expires_at):
+        if state.request != request:
             raise PaymentConflict(f"payment {state.payment_id} exists with different terms")
         return NOTHING
     return Decision(events=(Emit(PaymentCreated, request),))
@@ -198,6 +280,22 @@ def cancel_payment(state: Payment | None, request: CancelPaymentPayload) -> Deci
     """
     if state is None:
         raise UnknownPayment("cancel for an unknown payment")
+    if state.status is PaymentStatus.SUCCEEDED and request.refund_if_paid:
+        refundable = state.refundable_amount_minor
+        if refundable == 0:
+            return NOTHING
+        refund = _refund_terms(
+            state,
+            refund_id=derived_refund_id(state.payment_id, RefundInitiator.ORDER_CANCELLED),
+            amount_minor=refundable,
+            reason=request.reason,
+            initiator=RefundInitiator.ORDER_CANCELLED,
+        )
+        if state.refund(refund.refund_id) is not None:
+            return NOTHING
+        return Decision(
+            events=(Emit(RefundRequested, refund),), commands=(_submit_refund(state, refund),)
+        )
     if state.status not in OPEN_STATUSES:
         return NOTHING
     payload = PaymentCanceledPayload(**state.terms.model_dump(), reason=request.reason)
@@ -306,15 +404,149 @@ def apply_channel_succeeded(
         return NOTHING
     if state.status in TERMINAL_STATUSES:
         # The payer paid a trade that closed too late (or a closed payment was paid
-        # anyway): the money is recorded, once, as owed back to the payer.
+        # anyway): the money is recorded, once, and refunded to the payer at once.
         late = PaymentPaidAfterClosePayload(
             **terms.model_dump(),
             channel_trade_id=paid.channel_trade_id,
             paid_at=paid.paid_at,
             closed_status=state.status.value,
         )
-        return Decision(events=(Emit(PaymentPaidAfterClose, late),))
+        refund = _refund_terms(
+            state,
+            refund_id=derived_refund_id(state.payment_id, RefundInitiator.PAID_AFTER_CLOSE),
+            amount_minor=terms.amount_minor,
+            reason=f"paid after the payment was {state.status.value}",
+            initiator=RefundInitiator.PAID_AFTER_CLOSE,
+        )
+        return Decision(
+            events=(Emit(PaymentPaidAfterClose, late), Emit(RefundRequested, refund)),
+            commands=(_submit_refund(state, refund),),
+        )
     payload = PaymentSucceededPayload(
         **terms.model_dump(), channel_trade_id=paid.channel_trade_id, paid_at=paid.paid_at
     )
     return Decision(events=(Emit(PaymentSucceeded, payload),))
+
+
+def _refund_terms(
+    state: Payment,
+    *,
+    refund_id: str,
+    amount_minor: int,
+    reason: str,
+    initiator: RefundInitiator,
+) -> RefundTerms:
+    return RefundTerms(
+        refund_id=refund_id,
+        amount_minor=amount_minor,
+        currency=state.terms.currency,
+        channel=state.terms.channel,
+        reason=reason,
+        initiator=initiator,
+        order_id=state.terms.order_id,
+    )
+
+
+def _submit_refund(state: Payment, refund: RefundTerms) -> Send:
+    submit = SubmitChannelRefundPayload(
+        refund_id=refund.refund_id,
+        channel=refund.channel,
+        amount_minor=refund.amount_minor,
+        currency=refund.currency,
+        reason=refund.reason,
+    )
+    return Send(SubmitChannelRefund, submit, aggregate_id=state.payment_id)
+
+
+def request_refund(state: Payment | None, request: RefundRequest) -> Decision:
+    """Accept a refund against what is still refundable, or record why it is refused.
+
+    A refund id seen before (accepted or refused) decides nothing, so a retried request
+    never refunds twice. Refusal codes: `payment_not_paid` (nothing was paid) and
+    `refund_exceeds_captured` (more than the paid amount minus refunds requested or
+    succeeded). Raises UnknownPayment when the payment does not exist.
+    """
+    if state is None:
+        raise UnknownPayment("refund for an unknown payment")
+    if state.refund(request.refund_id) is not None or request.refund_id in state.refused_refund_ids:
+        return NOTHING
+    refundable = state.refundable_amount_minor
+    amount = request.amount_minor if request.amount_minor is not None else refundable
+    failure: Failure | None = None
+    if state.status is not PaymentStatus.SUCCEEDED:
+        failure = Failure(
+            code="payment_not_paid", message=f"the payment is {state.status.value}, not paid"
+        )
+    elif amount <= 0 or amount > refundable:
+        failure = Failure(
+            code="refund_exceeds_captured",
+            message=f"{request.amount_minor or 'the rest'} exceeds the refundable"
+            f" {refundable} {state.terms.currency}",
+        )
+    if failure is not None:
+        refused = RefundRefusedPayload(
+            refund_id=request.refund_id,
+            requested_amount_minor=request.amount_minor,
+            refundable_amount_minor=max(refundable, 0),
+            failure=failure,
+        )
+        return Decision(events=(Emit(RefundRefused, refused),))
+    refund = _refund_terms(
+        state,
+        refund_id=request.refund_id,
+        amount_minor=amount,
+        reason=request.reason,
+        initiator=request.initiator,
+    )
+    return Decision(
+        events=(Emit(RefundRequested, refund),), commands=(_submit_refund(state, refund),)
+    )
+
+
+def _requested_refund(state: Payment | None, refund_id: str) -> Refund:
+    if state is None:
+        raise UnknownPayment("refund result for an unknown payment")
+    refund = state.refund(refund_id)
+    if refund is None:
+        raise UnknownRefund(f"{state.payment_id} has no refund {refund_id}")
+    return refund
+
+
+def apply_channel_refund_succeeded(
+    state: Payment | None, result: ChannelRefundSucceededPayload
+) -> Decision:
+    """Record the refund's success once. Raises UnknownRefund, ChannelAmountMismatch, or
+    RefundResultConflict when the refund was already recorded as failed."""
+    refund = _requested_refund(state, result.refund_id)
+    terms = refund.terms
+    if (result.amount_minor, result.currency) != (terms.amount_minor, terms.currency):
+        raise ChannelAmountMismatch(
+            f"refund {terms.refund_id}: channel refunded {result.amount_minor}"
+            f" {result.currency}, requested {terms.amount_minor} {terms.currency}"
+        )
+    if refund.status is RefundStatus.SUCCEEDED:
+        return NOTHING
+    if refund.status is RefundStatus.FAILED:
+        raise RefundResultConflict(f"refund {terms.refund_id} failed, channel now says succeeded")
+    payload = RefundSucceededPayload(
+        **terms.model_dump(),
+        channel_refund_id=result.channel_refund_id,
+        succeeded_at=result.succeeded_at,
+    )
+    return Decision(events=(Emit(RefundSucceeded, payload),))
+
+
+def apply_channel_refund_failed(
+    state: Payment | None, result: ChannelRefundFailedPayload
+) -> Decision:
+    """Record the refund's failure once (its amount becomes refundable again). A failure
+    reported after a success is a conflict (RefundResultConflict), never applied."""
+    refund = _requested_refund(state, result.refund_id)
+    if refund.status is RefundStatus.FAILED:
+        return NOTHING
+    if refund.status is RefundStatus.SUCCEEDED:
+        raise RefundResultConflict(
+            f"refund {refund.terms.refund_id} succeeded, channel now says failed"
+        )
+    payload = RefundFailedPayload(**refund.terms.model_dump(), failure=result.failure)
+    return Decision(events=(Emit(RefundFailed, payload),))

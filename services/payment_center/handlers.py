@@ -33,6 +33,16 @@ from schemas.payments import (
     PaymentFailed,
     PaymentSucceeded,
 )
+from schemas.refunds import (
+    ChannelRefundFailed,
+    ChannelRefundSucceeded,
+    QueryChannelRefund,
+    QueryChannelRefundPayload,
+    RefundFailed,
+    RefundRequested,
+    RefundSucceeded,
+    RequestRefund,
+)
 from schemas.risk import RiskDecisionMade
 from services.common.clock import Clock
 from services.common.db import Connection
@@ -62,6 +72,9 @@ DECIDERS: dict[type[Message], Callable[[domain.Payment | None, Any], Decision]] 
     ChannelPaymentPrepared: domain.apply_channel_prepared,
     ChannelPaymentRejected: domain.apply_channel_rejected,
     ChannelPaymentSucceeded: domain.apply_channel_succeeded,
+    RequestRefund: domain.request_refund,
+    ChannelRefundSucceeded: domain.apply_channel_refund_succeeded,
+    ChannelRefundFailed: domain.apply_channel_refund_failed,
 }
 
 
@@ -141,14 +154,28 @@ async def _track_deadline(
     events: list[Event],
     query_schedule_ms: Sequence[int],
 ) -> None:
+    """Keep the expiry deadline and the channel query schedule in step with the events:
+    a payment waiting for the payer, and a refund waiting for its result, are asked about
+    when no notification arrives; a final result ends the schedule."""
     for event in events:
         if isinstance(event, PaymentActionRequired) and state is not None:
-            await connection.execute(
-                "INSERT INTO channel_queries (payment_id, channel, due_at) VALUES ($1, $2, $3)"
-                " ON CONFLICT DO NOTHING",
+            await _schedule_query(
+                connection, payment_id, "", state.terms.channel, event, query_schedule_ms
+            )
+        elif isinstance(event, RefundRequested):
+            await _schedule_query(
+                connection,
                 payment_id,
-                state.terms.channel.value,
-                event.occurred_at + timedelta(milliseconds=query_schedule_ms[0]),
+                event.payload.refund_id,
+                event.payload.channel,
+                event,
+                query_schedule_ms,
+            )
+        elif isinstance(event, RefundSucceeded | RefundFailed):
+            await connection.execute(
+                "DELETE FROM channel_queries WHERE payment_id = $1 AND refund_id = $2",
+                payment_id,
+                event.payload.refund_id,
             )
         if isinstance(event, PaymentCreated) and event.payload.expires_at is not None:
             await connection.execute(
@@ -162,8 +189,27 @@ async def _track_deadline(
                 "DELETE FROM payment_deadlines WHERE payment_id = $1", payment_id
             )
             await connection.execute(
-                "DELETE FROM channel_queries WHERE payment_id = $1", payment_id
+                "DELETE FROM channel_queries WHERE payment_id = $1 AND refund_id = ''",
+                payment_id,
             )
+
+
+async def _schedule_query(
+    connection: Connection,
+    payment_id: str,
+    refund_id: str,
+    channel: Channel,
+    event: Event,
+    query_schedule_ms: Sequence[int],
+) -> None:
+    await connection.execute(
+        "INSERT INTO channel_queries (payment_id, refund_id, channel, due_at)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        payment_id,
+        refund_id,
+        channel.value,
+        event.occurred_at + timedelta(milliseconds=query_schedule_ms[0]),
+    )
 
 
 async def expire_due_payments(pool: asyncpg.Pool, clock: Clock, batch_size_max: int) -> int:
@@ -202,14 +248,14 @@ async def expire_due_payments(pool: asyncpg.Pool, clock: Clock, batch_size_max: 
 async def query_stuck_payments(
     pool: asyncpg.Pool, clock: Clock, query_schedule_ms: Sequence[int], batch_size_max: int
 ) -> int:
-    """Ask the channel about payments whose notification is overdue: one
-    QueryChannelPayment per due payment, then the next query is scheduled, until the
-    schedule is used up. Returns how many queries were sent."""
+    """Ask the channel about payments and refunds whose notification is overdue: one
+    QueryChannelPayment or QueryChannelRefund per due row, then the next query is
+    scheduled, until the schedule is used up. Returns how many queries were sent."""
     now = clock.now()
     async with pool.acquire() as connection, connection.transaction():
         due = await connection.fetch(
-            "SELECT payment_id, channel, query_count FROM channel_queries WHERE due_at <= $1"
-            " ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            "SELECT payment_id, refund_id, channel, query_count FROM channel_queries"
+            " WHERE due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
             now,
             batch_size_max,
         )
@@ -221,9 +267,20 @@ async def query_stuck_payments(
             )
             if first is None:
                 raise InvariantViolation(f"channel query for unknown payment {row['payment_id']}")
+            channel = Channel(row["channel"])
+            command_type: type[QueryChannelPayment] | type[QueryChannelRefund]
+            query: QueryChannelPaymentPayload | QueryChannelRefundPayload
+            if row["refund_id"] == "":
+                command_type, query = (
+                    QueryChannelPayment,
+                    QueryChannelPaymentPayload(channel=channel),
+                )
+            else:
+                command_type = QueryChannelRefund
+                query = QueryChannelRefundPayload(refund_id=row["refund_id"], channel=channel)
             command = new_command(
-                QueryChannelPayment,
-                QueryChannelPaymentPayload(channel=Channel(row["channel"])),
+                command_type,
+                query,
                 aggregate_id=row["payment_id"],
                 merchant_id=first["merchant_id"],
                 producer=PRODUCER,
@@ -235,14 +292,17 @@ async def query_stuck_payments(
             query_count = row["query_count"] + 1
             if query_count < len(query_schedule_ms):
                 await connection.execute(
-                    "UPDATE channel_queries SET query_count = $2, due_at = $3"
-                    " WHERE payment_id = $1",
+                    "UPDATE channel_queries SET query_count = $3, due_at = $4"
+                    " WHERE payment_id = $1 AND refund_id = $2",
                     row["payment_id"],
+                    row["refund_id"],
                     query_count,
                     now + timedelta(milliseconds=query_schedule_ms[query_count]),
                 )
             else:
                 await connection.execute(
-                    "DELETE FROM channel_queries WHERE payment_id = $1", row["payment_id"]
+                    "DELETE FROM channel_queries WHERE payment_id = $1 AND refund_id = $2",
+                    row["payment_id"],
+                    row["refund_id"],
                 )
     return len(due)

@@ -24,7 +24,7 @@ from services.common.db import apply_migrations, load_migrations
 from services.common.settings import ServiceSettings
 from services.ledger.app import create_app
 from services.ledger.domain import entry_id_for
-from services.ledger.handlers import post_payment_succeeded
+from services.ledger.handlers import post_event
 from services.ledger.settings import LedgerSettings
 from tests.support.kafka import read_topic
 
@@ -235,7 +235,7 @@ async def test_posting_the_same_event_again_writes_nothing(connection: asyncpg.C
     clock = FixedClock(NOW)
     for expected in (entry_id_for(event.event_id), None):
         async with connection.transaction():
-            assert await post_payment_succeeded(connection, event, clock=clock) == expected
+            assert await post_event(connection, event, clock=clock) == expected
     assert await connection.fetchval("SELECT count(*) FROM postings") == 3
     assert await connection.fetchval("SELECT count(*) FROM event_store") == 1
     assert (

@@ -14,6 +14,7 @@ from schemas.common import Channel, FeePlan
 from schemas.ledger import Posting
 from schemas.money import AMOUNT_MINOR_MAX
 from schemas.payments import PaymentSucceededPayload
+from schemas.refunds import RefundInitiator, RefundSucceededPayload
 from services.common.invariant import InvariantViolation
 from services.ledger.domain import (
     FEE_REVENUE_ACCOUNT,
@@ -27,6 +28,7 @@ from services.ledger.domain import (
     merchant_account_prefix,
     merchant_pending_account,
     payment_succeeded_entry,
+    refund_succeeded_entry,
 )
 
 
@@ -240,3 +242,35 @@ def test_money_paid_after_close_is_owed_back_in_full_without_fee_or_merchant_sha
         (REFUNDS_CLEARING_ACCOUNT, -777),
     ]
     check_balanced(postings)
+
+
+def refund(amount_minor: int, initiator: RefundInitiator) -> RefundSucceededPayload:
+    return RefundSucceededPayload(
+        refund_id="re_1",
+        amount_minor=amount_minor,
+        currency="CNY",
+        channel=Channel.WECHAT_PAY,
+        reason="requested_by_customer",
+        initiator=initiator,
+        order_id="order-1",
+        channel_refund_id="R1",
+        succeeded_at=datetime(2026, 11, 22, tzinfo=UTC),
+    )
+
+
+@pytest.mark.parametrize(
+    ("initiator", "debited"),
+    [
+        (RefundInitiator.MERCHANT, "merchant:mch_1:pending"),
+        (RefundInitiator.ORDER_CANCELLED, "merchant:mch_1:pending"),
+        (RefundInitiator.PAID_AFTER_CLOSE, "platform:refunds_clearing"),
+    ],
+)
+def test_a_refund_debits_who_owed_the_payer_and_credits_the_channel(
+    initiator: RefundInitiator, debited: str
+) -> None:
+    postings = refund_succeeded_entry(refund(250, initiator), "mch_1")
+    assert [(p.account_id, p.amount_minor) for p in postings] == [
+        (debited, 250),
+        ("platform:channel_receivable:wechat_pay", -250),
+    ]

@@ -28,6 +28,19 @@ from schemas.payments import (
     PaymentRiskApproved,
     PaymentSucceeded,
 )
+from schemas.refunds import (
+    ChannelRefundFailedPayload,
+    ChannelRefundSucceededPayload,
+    RefundFailed,
+    RefundInitiator,
+    RefundRefused,
+    RefundRefusedPayload,
+    RefundRequest,
+    RefundRequested,
+    RefundSucceeded,
+    RefundTerms,
+    SubmitChannelRefund,
+)
 from schemas.risk import FiredRule, RiskDecisionMadePayload, RiskOutcome
 from services.common.decisions import Decision
 from services.payment_center import domain
@@ -253,12 +266,20 @@ def test_an_open_payment_is_canceled_and_its_channel_trade_closed(
     assert domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE)).is_empty
     assert domain.apply_channel_prepared(state, prepared()).is_empty
     assert domain.expire_payment(state, EXPIRES_AT).is_empty
-    # Money that arrives anyway is recorded once, as owed back to the payer.
+    # Money that arrives anyway is recorded once and refunded in full at once.
     late = domain.apply_channel_succeeded(state, paid())
-    assert [emit.event_type for emit in late.events] == [PaymentPaidAfterClose]
+    assert [emit.event_type for emit in late.events] == [PaymentPaidAfterClose, RefundRequested]
+    assert [send.command_type for send in late.commands] == [SubmitChannelRefund]
+    refund = late.events[1].payload
+    assert isinstance(refund, RefundTerms)
+    assert (refund.amount_minor, refund.initiator) == (1999, RefundInitiator.PAID_AFTER_CLOSE)
     state = apply(state, late, "pay_1")
     assert state.status is PaymentStatus.CANCELED and state.paid_after_close
+    assert state.refundable_amount_minor == 0
     assert domain.apply_channel_succeeded(state, paid()).is_empty
+    # The merchant cannot refund a closed payment's money a second time.
+    refused = domain.request_refund(state, RefundRequest(refund_id="re_m"))
+    assert [emit.event_type for emit in refused.events] == [RefundRefused]
 
 
 def test_a_finished_payment_cannot_be_canceled() -> None:
@@ -297,3 +318,129 @@ def test_a_paid_payment_does_not_expire() -> None:
     state = payment_requiring_payment(terms())
     state = apply(state, domain.apply_channel_succeeded(state, paid()), "pay_1")
     assert domain.expire_payment(state, EXPIRES_AT + timedelta(days=1)).is_empty
+
+
+def paid_payment(amount_minor: int = 1999) -> domain.Payment:
+    state = payment_requiring_payment(terms(amount_minor))
+    return apply(state, domain.apply_channel_succeeded(state, paid(amount_minor)), "pay_1")
+
+
+def refund_succeeded(refund_id: str, amount_minor: int) -> ChannelRefundSucceededPayload:
+    return ChannelRefundSucceededPayload(
+        refund_id=refund_id,
+        channel=Channel.ALIPAY,
+        channel_refund_id=f"R-{refund_id}",
+        amount_minor=amount_minor,
+        currency="CNY",
+        succeeded_at=NOW,
+        notification_id=f"n-{refund_id}",
+    )
+
+
+def refund_failed(refund_id: str) -> ChannelRefundFailedPayload:
+    return ChannelRefundFailedPayload(
+        refund_id=refund_id,
+        channel=Channel.ALIPAY,
+        failure=Failure(code="channel_refund_failed", message="bank account closed"),
+    )
+
+
+def refusal_code(decision: Decision) -> str:
+    (emit,) = decision.events
+    assert emit.event_type is RefundRefused
+    assert isinstance(emit.payload, RefundRefusedPayload)
+    return emit.payload.failure.code
+
+
+def test_partial_refunds_up_to_the_paid_amount_then_one_more_is_refused() -> None:
+    state = paid_payment(1000)
+    for refund_id, amount in (("re_1", 300), ("re_2", 300), ("re_3", 400)):
+        decision = domain.request_refund(
+            state, RefundRequest(refund_id=refund_id, amount_minor=amount)
+        )
+        assert [emit.event_type for emit in decision.events] == [RefundRequested]
+        assert [send.command_type for send in decision.commands] == [SubmitChannelRefund]
+        state = apply(state, decision, "pay_1")
+    assert state.refundable_amount_minor == 0
+    one_more = domain.request_refund(state, RefundRequest(refund_id="re_4", amount_minor=1))
+    assert refusal_code(one_more) == "refund_exceeds_captured"
+    # A refund id seen before (accepted or refused) decides nothing.
+    state = apply(state, one_more, "pay_1")
+    assert domain.request_refund(state, RefundRequest(refund_id="re_4", amount_minor=1)).is_empty
+    assert domain.request_refund(state, RefundRequest(refund_id="re_1", amount_minor=300)).is_empty
+
+
+def test_a_refund_without_amount_takes_what_is_left_and_more_than_left_is_refused() -> None:
+    state = paid_payment(1000)
+    state = apply(
+        state,
+        domain.request_refund(state, RefundRequest(refund_id="re_1", amount_minor=250)),
+        "pay_1",
+    )
+    too_much = domain.request_refund(state, RefundRequest(refund_id="re_2", amount_minor=751))
+    assert refusal_code(too_much) == "refund_exceeds_captured"
+    rest = domain.request_refund(state, RefundRequest(refund_id="re_3"))
+    (emit,) = rest.events
+    assert isinstance(emit.payload, RefundTerms) and emit.payload.amount_minor == 750
+
+
+@pytest.mark.parametrize(
+    "status",
+    [PaymentStatus.AWAITING_RISK, PaymentStatus.SUBMITTING, PaymentStatus.REQUIRES_PAYMENT],
+)
+def test_an_unpaid_payment_cannot_be_refunded(status: PaymentStatus) -> None:
+    state = open_payment(status)
+    decision = domain.request_refund(state, RefundRequest(refund_id="re_1", amount_minor=1))
+    assert refusal_code(decision) == "payment_not_paid"
+
+
+def test_a_failed_refund_frees_its_amount_and_a_success_is_final() -> None:
+    state = paid_payment(1000)
+    state = apply(state, domain.request_refund(state, RefundRequest(refund_id="re_1")), "pay_1")
+    assert state.refundable_amount_minor == 0
+    failed = domain.apply_channel_refund_failed(state, refund_failed("re_1"))
+    assert [emit.event_type for emit in failed.events] == [RefundFailed]
+    state = apply(state, failed, "pay_1")
+    assert state.refundable_amount_minor == 1000
+    assert domain.apply_channel_refund_failed(state, refund_failed("re_1")).is_empty
+    with pytest.raises(domain.RefundResultConflict):
+        domain.apply_channel_refund_succeeded(state, refund_succeeded("re_1", 1000))
+    # Retried as a new refund, it succeeds once.
+    state = apply(state, domain.request_refund(state, RefundRequest(refund_id="re_2")), "pay_1")
+    succeeded = domain.apply_channel_refund_succeeded(state, refund_succeeded("re_2", 1000))
+    assert [emit.event_type for emit in succeeded.events] == [RefundSucceeded]
+    state = apply(state, succeeded, "pay_1")
+    assert domain.apply_channel_refund_succeeded(state, refund_succeeded("re_2", 1000)).is_empty
+    with pytest.raises(domain.RefundResultConflict):
+        domain.apply_channel_refund_failed(state, refund_failed("re_2"))
+    assert state.refundable_amount_minor == 0
+
+
+def test_refund_results_for_unknown_refunds_or_other_amounts_are_refused() -> None:
+    state = paid_payment(1000)
+    with pytest.raises(domain.UnknownRefund):
+        domain.apply_channel_refund_succeeded(state, refund_succeeded("re_x", 1000))
+    state = apply(
+        state,
+        domain.request_refund(state, RefundRequest(refund_id="re_1", amount_minor=10)),
+        "pay_1",
+    )
+    with pytest.raises(domain.ChannelAmountMismatch):
+        domain.apply_channel_refund_succeeded(state, refund_succeeded("re_1", 11))
+    with pytest.raises(domain.UnknownPayment):
+        domain.request_refund(None, RefundRequest(refund_id="re_2"))
+
+
+def test_a_cancelled_order_refunds_a_paid_payment_once_when_asked() -> None:
+    state = paid_payment(1000)
+    assert domain.cancel_payment(state, CancelPaymentPayload(refund_if_paid=False)).is_empty
+    decision = domain.cancel_payment(state, CancelPaymentPayload(refund_if_paid=True))
+    (emit,) = decision.events
+    assert isinstance(emit.payload, RefundTerms)
+    assert (emit.payload.amount_minor, emit.payload.initiator) == (
+        1000,
+        RefundInitiator.ORDER_CANCELLED,
+    )
+    state = apply(state, decision, "pay_1")
+    assert state.status is PaymentStatus.SUCCEEDED
+    assert domain.cancel_payment(state, CancelPaymentPayload(refund_if_paid=True)).is_empty
