@@ -312,8 +312,12 @@ def set_up_demo_merchant(api_url: str, admin_key: str, webhook_url: str, secret_
             json={
                 "merchant_id": DEMO_MERCHANT_ID,
                 "name": "Demo Shop",
-                "channels": ["alipay"],
-                "fee_plans": {"alipay": {"basis_points": 60, "fixed_minor": 0}},
+                "channels": ["alipay", "wechat_pay", "card"],
+                "fee_plans": {
+                    "alipay": {"basis_points": 60, "fixed_minor": 0},
+                    "wechat_pay": {"basis_points": 60, "fixed_minor": 0},
+                    "card": {"basis_points": 290, "fixed_minor": 30},
+                },
                 "single_payment_limit_minor": 1_000_000,
             },
         )

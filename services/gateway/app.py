@@ -43,6 +43,8 @@ from services.gateway.channel_results import (
 )
 from services.gateway.channels.alipay import AlipayChannel
 from services.gateway.channels.base import ChannelAdapter
+from services.gateway.channels.card import CardChannel
+from services.gateway.channels.wechat_pay import WeChatPayChannel
 from services.gateway.circuit import ChannelCircuits
 from services.gateway.domain import STATUS_AFTER_EVENT
 from services.gateway.payment_updates import PaymentUpdates
@@ -88,7 +90,24 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
                 notify_url=f"{gateway_settings.base_url}/v1/channels/alipay/notify",
                 http_client=channel_client,
                 timeout_s=gateway_settings.channel_timeout_ms / 1000,
-            )
+            ),
+            Channel.WECHAT_PAY: WeChatPayChannel(
+                base_url=gateway_settings.psp_base_url,
+                mch_id=gateway_settings.wechat_pay_mch_id,
+                api_v3_key=gateway_settings.wechat_pay_api_v3_key.get_secret_value(),
+                notify_url=f"{gateway_settings.base_url}/v1/channels/wechat_pay/notify",
+                http_client=channel_client,
+                timeout_s=gateway_settings.channel_timeout_ms / 1000,
+            ),
+            Channel.CARD: CardChannel(
+                base_url=gateway_settings.psp_base_url,
+                merchant_account=gateway_settings.card_merchant_account,
+                api_key=gateway_settings.card_api_key.get_secret_value(),
+                hmac_key=gateway_settings.card_hmac_key.get_secret_value(),
+                notify_url=f"{gateway_settings.base_url}/v1/channels/card/notify",
+                http_client=channel_client,
+                timeout_s=gateway_settings.channel_timeout_ms / 1000,
+            ),
         }
         circuits = ChannelCircuits(
             context.clock,

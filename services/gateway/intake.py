@@ -88,13 +88,21 @@ def payment_request(
     requested_at: datetime,
     payer: Payer | None = None,
     metadata: dict[str, str] | None = None,
+    expires_in: timedelta | None = None,
 ) -> PaymentRequest:
-    """The request for a new payment, with the merchant's fee plan and expiry.
+    """The request for a new payment, with the merchant's fee plan and expiry (or the
+    sooner `expires_in`).
 
-    Raises PaymentRefused (`merchant_suspended`, `channel_not_enabled`).
+    Raises PaymentRefused (`merchant_suspended`, `channel_not_enabled`,
+    `expiry_too_long` when `expires_in` exceeds the merchant's payment expiry).
     """
     if not merchant.active:
         raise PaymentRefused("merchant_suspended", f"merchant {merchant.merchant_id} is suspended")
+    expiry_max = timedelta(minutes=merchant.payment_expiry_minutes)
+    if expires_in is not None and expires_in > expiry_max:
+        raise PaymentRefused(
+            "expiry_too_long", f"a payment of this merchant expires within {expiry_max}"
+        )
     channel = choose_channel(merchant, [channel])
     return PaymentRequest(
         order_id=order_id,
@@ -103,7 +111,7 @@ def payment_request(
         channel=channel,
         description=description,
         fee_plan=merchant.fee_plans[channel],
-        expires_at=requested_at + timedelta(minutes=merchant.payment_expiry_minutes),
+        expires_at=requested_at + (expires_in or expiry_max),
         payer=payer,
         metadata=metadata or {},
     )

@@ -41,6 +41,13 @@ class CreatePaymentRequest(Body):
     description: Annotated[str, Field(max_length=1000)] = ""
     payer: Payer | None = None
     metadata: Metadata = Field(default_factory=dict)
+    expires_in_seconds: int | None = Field(
+        default=None,
+        strict=True,
+        ge=1,
+        le=10_080 * 60,
+        description="Expire sooner than the merchant's payment expiry (never later).",
+    )
 
     @model_validator(mode="after")
     def _one_way_to_choose_channels(self) -> Self:
@@ -108,6 +115,8 @@ class PaymentView(BaseModel):
     next_action: NextActionView | None = None
     failure: FailureView | None = None
     amount_refunded: int = 0
+    metadata: dict[str, str] = Field(default_factory=dict)
+    expires_at: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

@@ -75,6 +75,8 @@ def _view(row: asyncpg.Record) -> PaymentView:
         next_action=row["next_action"],
         failure=row["failure"],
         amount_refunded=row["amount_refunded_minor"],
+        metadata=row["metadata"],
+        expires_at=row["expires_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -124,6 +126,7 @@ def _received_view(
         channel=channel.value,
         description=body.description,
         status=RECEIVED_STATUS,
+        metadata=body.metadata,
     )
 
 
@@ -158,6 +161,11 @@ async def create_payment(
             requested_at=context.clock.now(),
             payer=body.payer,
             metadata=body.metadata,
+            expires_in=(
+                timedelta(seconds=body.expires_in_seconds)
+                if body.expires_in_seconds is not None
+                else None
+            ),
         )
     except PaymentRefused as refusal:
         status = 503 if refusal.code == "channel_unavailable" else 422

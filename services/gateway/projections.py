@@ -47,8 +47,10 @@ async def project_payment_event(connection: asyncpg.Connection, event: Event) ->
         terms = event.payload
         await connection.execute(
             "INSERT INTO payments (payment_id, merchant_id, order_id, amount_minor, currency,"
-            " channel, description, status, version, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT DO NOTHING",
+            " channel, description, status, version, created_at, updated_at, metadata,"
+            " expires_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11::text::jsonb, $12)"
+            " ON CONFLICT DO NOTHING",
             event.aggregate_id,
             event.merchant_id,
             terms.order_id,
@@ -59,6 +61,8 @@ async def project_payment_event(connection: asyncpg.Connection, event: Event) ->
             STATUS_AFTER_EVENT[PaymentCreated],
             event.aggregate_version,
             event.occurred_at,
+            json.dumps(terms.metadata),
+            terms.expires_at,
         )
         return
     next_action = (

@@ -4,7 +4,17 @@ Routes:
 - `POST /alipay/v1/trades/precreate`: create (or find again) a trade; signed JSON answer.
 - `POST /alipay/v1/trades/close`: close a trade still waiting for payment; signed JSON answer.
 - `GET /alipay/v1/trades/{out_trade_no}?app_id=...`: query a trade; signed JSON answer.
+- `POST /alipay/v1/trades/refund`: accept a refund of a paid trade; signed JSON answer.
+  The refund finishes `refund_processing_ms` later (REFUND_SUCCESS, or REFUND_FAIL under
+  the `fail_refunds` fault) and its result is notified (`refund_status_sync`) to the
+  refund's own notify_url.
+- `GET /alipay/v1/refunds/{out_request_no}?app_id=...&out_trade_no=...`: query a refund;
+  signed JSON answer.
 - `GET /pay/{trade_no}`: the payer's page; `POST /pay/{trade_no}`: the payer pays.
+
+A refunded trade keeps its status TRADE_SUCCESS, even when fully refunded: a query of the
+payment keeps proving that the payer paid, and refunds are reported on their own. A paid
+trade still cannot be closed.
 
 Business failures answer HTTP 200 with `code` 40004 and a `sub_code`, like the real API.
 A failure is signed only when the request's own signature verified: otherwise the caller
@@ -13,14 +23,17 @@ may not hold the secret, and the PSP may not even know the app id.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Final, TypeGuard
 
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from schemas.common import Channel
@@ -28,13 +41,18 @@ from schemas.money import CURRENCY_EXPONENTS
 from services.common.clock import Clock
 from services.gateway.channels import alipay_protocol as protocol
 from services.psp_simulator.context import SimulatorContext
-from services.psp_simulator.notifier import alipay_trade_notification
+from services.psp_simulator.notifier import alipay_refund_notification, alipay_trade_notification
 from services.psp_simulator.settings import PspSimulatorSettings
 from services.psp_simulator.store import (
+    Refund,
+    RefundAmountExceeded,
+    RefundConflict,
+    RefundCurrencyMismatch,
     Trade,
     TradeConflict,
     TradeNotClosable,
     TradeNotPayable,
+    TradeNotRefundable,
     TradeStore,
     TradeStoreFull,
     UnknownTrade,
@@ -47,6 +65,7 @@ REQUEST_BYTES_MAX: Final = 64 * 1024
 # replayed days later; fifteen minutes tolerates ordinary clock drift.
 REQUEST_TIMESTAMP_SKEW_S_MAX: Final = 900
 SUBJECT_LENGTH_MAX: Final = 256
+REFUND_REASON_LENGTH_MAX: Final = 256
 NOTIFY_URL_LENGTH_MAX: Final = 2048
 NONCE_LENGTH_MAX: Final = 64
 
@@ -64,6 +83,16 @@ PRECREATE_REQUIRED_FIELDS: Final = (
     "nonce",
 )
 CLOSE_REQUIRED_FIELDS: Final = ("out_trade_no", "timestamp", "nonce")
+# `refund_reason` is optional: an empty value is left out of the signature anyway.
+REFUND_REQUIRED_FIELDS: Final = (
+    "out_trade_no",
+    "out_request_no",
+    "refund_amount_minor",
+    "currency",
+    "notify_url",
+    "timestamp",
+    "nonce",
+)
 
 _OUT_TRADE_NO_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _AMOUNT_PATTERN: Final = re.compile(r"[1-9][0-9]{0,17}")
@@ -111,6 +140,52 @@ def close_problem(fields: dict[str, str], now_s: int) -> str | None:
         (_OUT_TRADE_NO_PATTERN.fullmatch(fields["out_trade_no"]), "out_trade_no is malformed"),
     )
     return _first_problem(checks) or _replay_protection_problem(fields, now_s)
+
+
+def refund_problem(fields: dict[str, str], now_s: int) -> str | None:
+    """Return why a signed refund request is invalid, or None when it is valid."""
+    missing = [name for name in REFUND_REQUIRED_FIELDS if fields.get(name, "") == ""]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    checks = (
+        (_OUT_TRADE_NO_PATTERN.fullmatch(fields["out_trade_no"]), "out_trade_no is malformed"),
+        (
+            _OUT_TRADE_NO_PATTERN.fullmatch(fields["out_request_no"]),
+            "out_request_no is malformed",
+        ),
+        (
+            _AMOUNT_PATTERN.fullmatch(fields["refund_amount_minor"]),
+            "refund_amount_minor must be a positive integer",
+        ),
+        (_CURRENCY_PATTERN.fullmatch(fields["currency"]), "currency must be an ISO 4217 code"),
+        (
+            len(fields.get("refund_reason", "")) <= REFUND_REASON_LENGTH_MAX,
+            "refund_reason is too long",
+        ),
+        (fields["notify_url"].startswith(("http://", "https://")), "notify_url must be http(s)"),
+        (len(fields["notify_url"]) <= NOTIFY_URL_LENGTH_MAX, "notify_url is too long"),
+    )
+    return _first_problem(checks) or _replay_protection_problem(fields, now_s)
+
+
+def refund_fields(refund: Refund) -> dict[str, str]:
+    """The fields that describe a refund in the answers to a refund request and query."""
+    fields = {
+        "code": protocol.CODE_SUCCESS,
+        "msg": "Success",
+        "trade_no": refund.trade_no,
+        "out_trade_no": refund.out_trade_no,
+        "out_request_no": refund.out_request_no,
+        "refund_no": refund.refund_no,
+        "refund_status": refund.refund_status,
+        "refund_amount_minor": str(refund.refund_amount_minor),
+        "currency": refund.currency,
+    }
+    if refund.gmt_refund is not None:
+        fields["gmt_refund"] = refund.gmt_refund.isoformat()
+    if refund.fail_reason != "":
+        fields["fail_reason"] = refund.fail_reason
+    return fields
 
 
 def _first_problem(checks: tuple[tuple[object, str], ...]) -> str | None:
@@ -172,6 +247,8 @@ class AlipaySimulator:
     context: SimulatorContext
     store: TradeStore
     secrets_by_app_id: dict[str, str]
+    # The timers that finish accepted refunds, by refund_no, until they fire.
+    _refund_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict, init=False)
 
     @property
     def settings(self) -> PspSimulatorSettings:
@@ -307,6 +384,113 @@ class AlipaySimulator:
             answer["gmt_payment"] = trade.gmt_payment.isoformat()
         return signed_answer(answer, secret)
 
+    def refund(self, body: object) -> dict[str, str]:
+        """Accept a refund of a paid trade and start processing it; idempotent by
+        (app_id, out_request_no).
+
+        The answer says REFUND_PROCESSING for a new refund; a retry answers the same refund
+        with its current status. Refusals (signed, code 40004): REFUND_CONFLICT,
+        TRADE_NOT_EXIST, TRADE_STATUS_ERROR (not paid), INVALID_PARAMETER (malformed, or
+        another currency than the trade's), REFUND_AMOUNT_EXCEEDED.
+        """
+        try:
+            fields, secret = self.authenticate(body)
+        except RequestRefused as refused:
+            return refused.answer
+        now = self.clock.now()
+        problem = refund_problem(fields, int(now.timestamp()))
+        if problem is not None:
+            return signed_answer(failure(protocol.SUB_CODE_INVALID_PARAMETER, problem), secret)
+        try:
+            refund, created = self.store.refund(
+                app_id=fields["app_id"],
+                out_trade_no=fields["out_trade_no"],
+                out_request_no=fields["out_request_no"],
+                refund_amount_minor=int(fields["refund_amount_minor"]),
+                currency=fields["currency"],
+                refund_reason=fields.get("refund_reason", ""),
+                notify_url=fields["notify_url"],
+                fails=self.context.faults.of(Channel.ALIPAY).fail_refunds,
+                now=now,
+            )
+        except RefundConflict as error:
+            return signed_answer(failure(protocol.SUB_CODE_REFUND_CONFLICT, str(error)), secret)
+        except UnknownTrade:
+            return signed_answer(
+                failure(protocol.SUB_CODE_TRADE_NOT_EXIST, "no such trade"), secret
+            )
+        except TradeNotRefundable as error:
+            return signed_answer(failure(protocol.SUB_CODE_TRADE_STATUS_ERROR, str(error)), secret)
+        except RefundCurrencyMismatch as error:
+            return signed_answer(failure(protocol.SUB_CODE_INVALID_PARAMETER, str(error)), secret)
+        except RefundAmountExceeded as error:
+            answer = failure(protocol.SUB_CODE_REFUND_AMOUNT_EXCEEDED, str(error))
+            return signed_answer(answer, secret)
+        except TradeStoreFull as error:
+            answer = failure(SUB_CODE_TRADE_STORE_FULL, str(error), code=CODE_SERVICE_UNAVAILABLE)
+            return signed_answer(answer, secret)
+        if created:
+            logger.info(
+                "refund_accepted",
+                refund_no=refund.refund_no,
+                out_request_no=refund.out_request_no,
+                trade_no=refund.trade_no,
+                fails=refund.fails,
+            )
+            self._refund_timers[refund.refund_no] = asyncio.get_running_loop().call_later(
+                self.settings.refund_processing_ms / 1000, self.finish_refund, refund.refund_no
+            )
+        return signed_answer(refund_fields(refund), secret)
+
+    def query_refund(self, app_id: str, out_request_no: str, out_trade_no: str) -> dict[str, str]:
+        """Answer a refund's status; a refund of another trade is REFUND_NOT_EXIST."""
+        secret = self.secrets_by_app_id.get(app_id)
+        if secret is None:
+            return failure(protocol.SUB_CODE_INVALID_APP_ID, "unknown app_id")
+        refund = self.store.find_refund(app_id, out_request_no)
+        if refund is None or refund.out_trade_no != out_trade_no:
+            return signed_answer(
+                failure(protocol.SUB_CODE_REFUND_NOT_EXIST, "no such refund of this trade"),
+                secret,
+            )
+        return signed_answer(refund_fields(refund), secret)
+
+    def finish_refund(self, refund_no: str) -> None:
+        """End a processing refund and, the first time only, notify its result.
+
+        Runs as an event loop callback once the refund's processing time is over. The
+        lose_notifications and duplicate_notifications faults, and the trade's
+        LOSE_NOTIFICATIONS_MARKER, apply as they are when the refund finishes.
+        """
+        self._refund_timers.pop(refund_no, None)
+        refund, newly_finished = self.store.finish_refund(refund_no, self.clock.now())
+        if not newly_finished:
+            return
+        logger.info(
+            "refund_finished",
+            refund_no=refund.refund_no,
+            out_request_no=refund.out_request_no,
+            refund_status=refund.refund_status,
+        )
+        trade = self.store.find_by_trade_no(refund.trade_no)
+        faults = self.context.faults.of(Channel.ALIPAY)
+        lost_by_marker = trade is not None and protocol.LOSE_NOTIFICATIONS_MARKER in trade.subject
+        if lost_by_marker or faults.lose_notifications:
+            logger.info("notifications_lost_on_purpose", refund_no=refund.refund_no)
+            return
+        sender = self.context.sender
+        if sender is None:
+            logger.warning("refund_not_notified", refund_no=refund.refund_no, reason="stopped")
+            return
+        notification = alipay_refund_notification(refund, self.secrets_by_app_id[refund.app_id])
+        sender.schedule([notification], duplicate=faults.duplicate_notifications)
+
+    def cancel_pending_refunds(self) -> None:
+        """Stop the timers of refunds still processing; they stay REFUND_PROCESSING."""
+        for timer in self._refund_timers.values():
+            timer.cancel()
+        self._refund_timers.clear()
+
     def pay(self, trade_no: str) -> Trade:
         """Mark the trade paid and, the first time only, schedule its notification.
 
@@ -339,7 +523,17 @@ def create_router(context: SimulatorContext) -> APIRouter:
         store=TradeStore(settings.trade_count_max),
         secrets_by_app_id={settings.alipay_app_id: settings.alipay_secret},
     )
-    app = APIRouter()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Included in the app's lifespan, inside it: this ends before the notification
+        # sender closes, so no refund finishes without a sender to notify it.
+        try:
+            yield
+        finally:
+            simulator.cancel_pending_refunds()
+
+    app = APIRouter(lifespan=lifespan)
 
     @app.post(protocol.PRECREATE_PATH)
     async def precreate(request: Request) -> JSONResponse:
@@ -350,6 +544,17 @@ def create_router(context: SimulatorContext) -> APIRouter:
     async def close(request: Request) -> JSONResponse:
         body = await _read_json(request)
         return JSONResponse(simulator.close(body))
+
+    @app.post(protocol.REFUND_PATH)
+    async def refund(request: Request) -> JSONResponse:
+        body = await _read_json(request)
+        return JSONResponse(simulator.refund(body))
+
+    @app.get(protocol.REFUND_QUERY_PATH_PREFIX + "{out_request_no}")
+    async def query_refund(
+        out_request_no: str, app_id: str = "", out_trade_no: str = ""
+    ) -> JSONResponse:
+        return JSONResponse(simulator.query_refund(app_id, out_request_no, out_trade_no))
 
     @app.get(protocol.TRADE_QUERY_PATH_PREFIX + "{out_trade_no}")
     async def query(out_trade_no: str, app_id: str = "") -> JSONResponse:

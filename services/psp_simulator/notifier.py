@@ -24,7 +24,7 @@ import structlog
 from services.common.clock import Clock
 from services.common.invariant import InvariantViolation, invariant
 from services.gateway.channels import alipay_protocol as protocol
-from services.psp_simulator.store import Trade
+from services.psp_simulator.store import Refund, Trade
 
 logger = structlog.get_logger(__name__)
 
@@ -83,6 +83,35 @@ def notification_fields(
     )
 
 
+def refund_notification_fields(
+    refund: Refund, *, notify_id: str, notify_time_s: int, secret: str
+) -> dict[str, str]:
+    """Return the signed form fields of one notification attempt for a finished refund:
+    `refund_status_sync` with REFUND_SUCCESS, or REFUND_FAIL and its `fail_reason`."""
+    if refund.gmt_refund is None or refund.refund_status not in (
+        protocol.REFUND_STATUS_SUCCESS,
+        protocol.REFUND_STATUS_FAIL,
+    ):
+        raise InvariantViolation(f"refund {refund.refund_no} is notified but not finished")
+    fields = {
+        "notify_id": notify_id,
+        "notify_time": str(notify_time_s),
+        "notify_type": protocol.NOTIFY_TYPE_REFUND_STATUS_SYNC,
+        "app_id": refund.app_id,
+        "trade_no": refund.trade_no,
+        "out_trade_no": refund.out_trade_no,
+        "out_request_no": refund.out_request_no,
+        "refund_no": refund.refund_no,
+        "refund_status": refund.refund_status,
+        "refund_amount_minor": str(refund.refund_amount_minor),
+        "currency": refund.currency,
+        "gmt_refund": refund.gmt_refund.isoformat(),
+    }
+    if refund.refund_status == protocol.REFUND_STATUS_FAIL:
+        fields["fail_reason"] = refund.fail_reason
+    return protocol.signed(fields, secret)
+
+
 def is_acknowledgement(status_code: int, body: bytes) -> bool:
     """An Alipay-style receiver stops retries only with a 2xx answer whose body is `success`."""
     return 200 <= status_code < 300 and body.strip() == protocol.NOTIFY_ACKNOWLEDGEMENT.encode()
@@ -128,6 +157,24 @@ def alipay_trade_notification(
 
     return OutboundNotification(
         key=trade.trade_no, url=trade.notify_url, render=render, acknowledged=is_acknowledgement
+    )
+
+
+def alipay_refund_notification(refund: Refund, secret: str) -> OutboundNotification:
+    """The Alipay-style form notification of a finished refund, sent to the refund's own
+    notify_url."""
+
+    def render(notify_id: str, now_s: int) -> RenderedAttempt:
+        fields = refund_notification_fields(
+            refund, notify_id=notify_id, notify_time_s=now_s, secret=secret
+        )
+        return RenderedAttempt(
+            body=urlencode(fields).encode(),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+
+    return OutboundNotification(
+        key=refund.refund_no, url=refund.notify_url, render=render, acknowledged=is_acknowledgement
     )
 
 

@@ -49,6 +49,10 @@ def platform(
         # A notification overdue after one second is queried at the channel.
         patch.setenv("PAYRAIL_CHANNEL_QUERY_SCHEDULE_MS", "[1000, 2000]")
         patch.setenv("PAYRAIL_EXPIRY_POLL_INTERVAL_MS", "200")
+        patch.setenv("PAYRAIL_PSP_REFUND_PROCESSING_MS", "100")
+        # Three failed calls open a channel's circuit for three seconds.
+        patch.setenv("PAYRAIL_CHANNEL_CIRCUIT_FAILURE_THRESHOLD", "3")
+        patch.setenv("PAYRAIL_CHANNEL_CIRCUIT_OPEN_MS", "3000")
         running = Platform(launcher_settings, service_settings)
         running.start()
     try:
@@ -78,3 +82,27 @@ def api(info: PlatformInfo) -> Iterator[httpx.Client]:
         timeout=15.0,
     ) as client:
         yield client
+
+
+class PspFaults:
+    """Switch the PSP simulator's faults per channel; every test starts and ends without."""
+
+    def __init__(self, psp_base_url: str) -> None:
+        self._url = psp_base_url
+
+    def set(self, channel: str, **faults: object) -> None:
+        answer = httpx.put(f"{self._url}/_sim/faults/{channel}", json=faults, timeout=5)
+        answer.raise_for_status()
+
+    def reset(self) -> None:
+        httpx.delete(f"{self._url}/_sim/faults", timeout=5).raise_for_status()
+
+
+@pytest.fixture
+def psp_faults(info: PlatformInfo) -> Iterator[PspFaults]:
+    faults = PspFaults(info.psp_base_url)
+    faults.reset()
+    try:
+        yield faults
+    finally:
+        faults.reset()

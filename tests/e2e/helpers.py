@@ -29,7 +29,8 @@ def eventually(probe: Callable[[], T | None], timeout_s: float = 30.0, what: str
 
 
 def new_payment(amount: int | float = 1999, **overrides: Any) -> dict[str, Any]:
-    return {
+    """A payment request body; `channels` in `overrides` replaces the default `channel`."""
+    body = {
         "amount": amount,
         "currency": "CNY",
         "channel": "alipay",
@@ -37,6 +38,9 @@ def new_payment(amount: int | float = 1999, **overrides: Any) -> dict[str, Any]:
         "description": "Two coffees",
         **overrides,
     }
+    if "channels" in overrides:
+        del body["channel"]
+    return body
 
 
 def webhook_lines(path: Path) -> list[dict[str, Any]]:

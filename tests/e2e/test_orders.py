@@ -20,13 +20,15 @@ from tests.support.kafka import read_topic
 MERCHANT = "mch_demo"
 
 
-def order_event(cls: type[Event], payload: dict[str, Any], order_id: str) -> Event:
+def order_event(
+    cls: type[Event], payload: dict[str, Any], order_id: str, merchant_id: str = MERCHANT
+) -> Event:
     return new_event(
         cls,
         payload,
         aggregate_id=order_id,
         aggregate_version=1 if cls is OrderPlaced else 2,
-        merchant_id=MERCHANT,
+        merchant_id=merchant_id,
         producer="shop-orders",
         occurred_at=datetime.now(UTC),
         correlation_id=f"corr-{order_id}",
@@ -51,11 +53,14 @@ def publish(info: PlatformInfo, platform: Any, *bodies: bytes) -> None:
     asyncio.run(send())
 
 
-def placed(order_id: str, amount_minor: int = 2599, channel: str = "alipay") -> Event:
+def placed(
+    order_id: str, amount_minor: int = 2599, channel: str = "alipay", merchant_id: str = MERCHANT
+) -> Event:
     return order_event(
         OrderPlaced,
         {"order_id": order_id, "amount_minor": amount_minor, "currency": "CNY", "channel": channel},
         order_id,
+        merchant_id,
     )
 
 
@@ -91,7 +96,7 @@ def test_an_order_the_merchant_cannot_take_is_dead_lettered_with_the_reason(
     info: PlatformInfo, platform: Any
 ) -> None:
     order_id = f"order-{uuid.uuid4().hex[:10]}"
-    refused = placed(order_id, channel="card")  # the demo merchant has only alipay
+    refused = placed(order_id, merchant_id="mch_nobody")
     publish(info, platform, encode(refused))
 
     def dead_letter() -> list[ConsumerRecord]:
@@ -107,4 +112,38 @@ def test_an_order_the_merchant_cannot_take_is_dead_lettered_with_the_reason(
     records = [r for r in dead_letter() if r.value == encode(refused)]
     assert len(records) == 1
     reason = dict(records[0].headers)["dead_letter_reason"].decode()
-    assert "channel_not_enabled" in reason
+    assert "merchant_not_found" in reason
+
+
+def test_a_cancelled_paid_order_is_refunded_by_the_merchants_policy(
+    api: httpx.Client, info: PlatformInfo, platform: Any
+) -> None:
+    order_id = f"order-{uuid.uuid4().hex[:10]}"
+    payment_id = order_payment_id(MERCHANT, order_id)
+    publish(info, platform, encode(placed(order_id, amount_minor=1500)))
+    payment = eventually(
+        lambda: (p := api.get(f"/v1/payments/{payment_id}").json()).get("next_action") and p,
+        what="the order's payment waiting for the payer",
+    )
+    assert httpx.post(payment["next_action"]["url"], timeout=5).status_code == 200
+    eventually(
+        lambda: api.get(f"/v1/payments/{payment_id}").json()["status"] == "succeeded",
+        what="the order's payment succeeded",
+    )
+    cancelled = order_event(
+        OrderCancelled, {"order_id": order_id, "reason": "shopper_returned"}, order_id
+    )
+    publish(info, platform, encode(cancelled), encode(cancelled))
+
+    def refunded() -> dict[str, Any] | None:
+        detail = api.get(f"/v1/payments/{payment_id}").json()
+        return detail if detail["amount_refunded"] == 1500 else None
+
+    detail = eventually(refunded, what="the paid order refunded")
+    assert detail["status"] == "succeeded"
+    (refund,) = detail["refunds"]
+    assert (refund["amount"], refund["status"], refund["initiator"]) == (
+        1500,
+        "succeeded",
+        "order_cancelled",
+    )

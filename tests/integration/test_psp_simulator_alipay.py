@@ -27,7 +27,10 @@ from services.gateway.channels.alipay import AlipayChannel
 from services.gateway.channels.base import (
     ChannelRejected,
     ChannelUnavailable,
+    IgnoredNotification,
+    RefundAccepted,
     VerifiedPaymentNotification,
+    VerifiedRefundNotification,
 )
 from tests.support import servers
 from tests.support.servers import bind_local_socket, serving
@@ -42,6 +45,11 @@ FAST_RETRY_SCHEDULE_MS = [0, 50, 100]
 # How long a test watches for a notification that must not come. The fast schedule sends
 # the first attempt at once, so a wrongly sent notification would arrive well within it.
 NO_NOTIFICATION_WATCH_S = 0.5
+# Refunds finish quickly, so tests wait milliseconds for their results.
+FAST_REFUND_PROCESSING_MS = 50
+# Long enough for a test to query a refund before it finishes.
+SLOW_REFUND_PROCESSING_MS = 400
+FORM_HEADERS = {"content-type": "application/x-www-form-urlencoded"}
 
 
 def random_payment_id() -> str:
@@ -84,17 +92,28 @@ class NotificationReceiver:
     def __init__(self, answers: Sequence[str]) -> None:
         self.answers = list(answers)
         self.received: list[dict[str, str]] = []
+        self.bodies: list[bytes] = []
         self.content_types: list[str] = []
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/notify", self.receive, methods=["POST"])])
 
     async def receive(self, request: Request) -> PlainTextResponse:
-        body = (await request.body()).decode("utf-8")
+        raw_body = await request.body()
+        body = raw_body.decode("utf-8")
+        self.bodies.append(raw_body)
         self.content_types.append(request.headers.get("content-type", ""))
         self.received.append(dict(parse_qsl(body, keep_blank_values=True, max_num_fields=64)))
         index = len(self.received) - 1
         return PlainTextResponse(self.answers[index] if index < len(self.answers) else "success")
+
+    def bodies_of(self, notify_type: str) -> list[bytes]:
+        """The raw bodies received so far whose notify_type is `notify_type`, in order."""
+        return [
+            body
+            for body, fields in zip(self.bodies, self.received, strict=True)
+            if fields.get("notify_type") == notify_type
+        ]
 
 
 @asynccontextmanager
@@ -504,3 +523,317 @@ async def test_close_with_a_malformed_out_trade_no_is_rejected(
             await channel.close(payment_id="not allowed/here")
 
     assert raised.value.code == "invalid_parameter"
+
+
+def refund_simulator(
+    secret: str, refund_processing_ms: int = FAST_REFUND_PROCESSING_MS
+) -> contextlib.AbstractAsyncContextManager[str]:
+    return running_simulator(secret, refund_processing_ms=refund_processing_ms)
+
+
+async def set_alipay_faults(http_client: httpx.AsyncClient, psp_url: str, **faults: bool) -> None:
+    response = await http_client.put(f"{psp_url}/_sim/faults/alipay", json=faults, timeout=5.0)
+    assert response.status_code == 200, response.text
+
+
+async def paid_payment(
+    channel: AlipayChannel,
+    http_client: httpx.AsyncClient,
+    amount_minor: int,
+    description: str = "Refundable order",
+) -> str:
+    """Create a trade for a new payment and pay it; return the payment id."""
+    payment_id = random_payment_id()
+    prepared = await channel.prepare(
+        payment_id=payment_id, amount_minor=amount_minor, currency="CNY", description=description
+    )
+    paid = await pay(http_client, prepared.pay_url)
+    assert paid.status_code == 200
+    return payment_id
+
+
+def random_refund_id() -> str:
+    return f"ref_{uuid.uuid4().hex}"
+
+
+def read_all(channel: AlipayChannel, bodies: list[bytes]) -> list[object]:
+    now = datetime.now(UTC)
+    return [channel.read_notification(body, FORM_HEADERS, now=now) for body in bodies]
+
+
+async def test_partial_refunds_up_to_the_paid_amount_then_one_more_is_refused(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    receiver = NotificationReceiver(answers=[])
+    async with running_receiver(receiver) as notify_url, refund_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client, notify_url=notify_url)
+        payment_id = await paid_payment(channel, http_client, 1000)
+        first_id, second_id = random_refund_id(), random_refund_id()
+
+        first = await channel.refund(
+            payment_id=payment_id, refund_id=first_id, amount_minor=600, currency="CNY", reason=""
+        )
+        second = await channel.refund(
+            payment_id=payment_id,
+            refund_id=second_id,
+            amount_minor=400,
+            currency="CNY",
+            reason="rest",
+        )
+        with pytest.raises(ChannelRejected) as raised:
+            await channel.refund(
+                payment_id=payment_id,
+                refund_id=random_refund_id(),
+                amount_minor=1,
+                currency="CNY",
+                reason="one too many",
+            )
+        await wait_until(
+            lambda: len(receiver.bodies_of("refund_status_sync")) >= 2,
+            what="both refund notifications",
+            timeout_s=NOTIFICATION_TIMEOUT_S,
+        )
+        query_fields = await query_trade(http_client, psp_url, payment_id)
+
+    assert first.channel_refund_id != second.channel_refund_id
+    assert raised.value.code == "refund_exceeds_paid"
+    refunds = read_all(channel, receiver.bodies_of("refund_status_sync"))
+    assert all(isinstance(refund, VerifiedRefundNotification) for refund in refunds)
+    by_refund_id = {
+        refund.refund_id: refund
+        for refund in refunds
+        if isinstance(refund, VerifiedRefundNotification)
+    }
+    assert {(key, value.amount_minor, value.succeeded) for key, value in by_refund_id.items()} == {
+        (first_id, 600, True),
+        (second_id, 400, True),
+    }
+    assert by_refund_id[first_id].channel_refund_id == first.channel_refund_id
+    # Fully refunded, the trade still proves that the payer paid.
+    assert query_fields["trade_status"] == "TRADE_SUCCESS"
+
+
+async def test_a_refund_retried_with_the_same_id_is_the_same_refund(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    receiver = NotificationReceiver(answers=[])
+    async with running_receiver(receiver) as notify_url, refund_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client, notify_url=notify_url)
+        payment_id = await paid_payment(channel, http_client, 500)
+        refund_id = random_refund_id()
+
+        attempts = [
+            await channel.refund(
+                payment_id=payment_id,
+                refund_id=refund_id,
+                amount_minor=500,
+                currency="CNY",
+                reason="retry",
+            )
+            for _ in range(2)
+        ]
+        await wait_until(
+            lambda: len(receiver.bodies_of("refund_status_sync")) >= 1,
+            what="the refund notification",
+            timeout_s=NOTIFICATION_TIMEOUT_S,
+        )
+        after_completion = await channel.refund(
+            payment_id=payment_id, refund_id=refund_id, amount_minor=500, currency="CNY", reason=""
+        )
+        with pytest.raises(ChannelRejected) as raised:
+            await channel.refund(
+                payment_id=payment_id,
+                refund_id=refund_id,
+                amount_minor=499,
+                currency="CNY",
+                reason="",
+            )
+        notified_again = await comes_true_within(
+            lambda: len(receiver.bodies_of("refund_status_sync")) > 1,
+            timeout_s=NO_NOTIFICATION_WATCH_S,
+        )
+
+    assert attempts[0] == attempts[1] == after_completion
+    assert isinstance(attempts[0], RefundAccepted)
+    assert raised.value.code == "refund_conflict"
+    assert not notified_again
+
+
+async def test_refunding_a_trade_that_is_not_paid_is_refused(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    payment_id = random_payment_id()
+    async with refund_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client)
+        await channel.prepare(
+            payment_id=payment_id, amount_minor=800, currency="CNY", description="Unpaid"
+        )
+        rejections: list[ChannelRejected] = []
+        for target in (payment_id, random_payment_id()):
+            with pytest.raises(ChannelRejected) as raised:
+                await channel.refund(
+                    payment_id=target,
+                    refund_id=random_refund_id(),
+                    amount_minor=100,
+                    currency="CNY",
+                    reason="",
+                )
+            rejections.append(raised.value)
+
+    assert [rejection.code for rejection in rejections] == ["trade_not_paid", "trade_not_paid"]
+    assert "WAIT_BUYER_PAY" in rejections[0].message
+
+
+async def test_a_refund_is_queried_before_and_after_it_finishes(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    # The payment's notification is acknowledged, the refund's first attempt is not.
+    receiver = NotificationReceiver(answers=["success", "fail"])
+    simulator = refund_simulator(secret, refund_processing_ms=SLOW_REFUND_PROCESSING_MS)
+    async with running_receiver(receiver) as notify_url, simulator as psp_url:
+        channel = alipay(psp_url, secret, http_client, notify_url=notify_url)
+        payment_id = await paid_payment(channel, http_client, 1200)
+        refund_id = random_refund_id()
+        unknown = await channel.query_refund(payment_id=payment_id, refund_id=refund_id)
+
+        accepted = await channel.refund(
+            payment_id=payment_id, refund_id=refund_id, amount_minor=700, currency="CNY", reason=""
+        )
+        processing = await channel.query_refund(payment_id=payment_id, refund_id=refund_id)
+        await wait_until(
+            lambda: len(receiver.bodies_of("refund_status_sync")) >= 2,
+            what="the refund notification, retried",
+            timeout_s=NOTIFICATION_TIMEOUT_S,
+        )
+        finished = await channel.query_refund(payment_id=payment_id, refund_id=refund_id)
+        of_another_payment = await channel.query_refund(
+            payment_id=random_payment_id(), refund_id=refund_id
+        )
+
+    assert unknown is None
+    assert processing is None
+    assert of_another_payment is None
+    first, second = read_all(channel, receiver.bodies_of("refund_status_sync"))[:2]
+    assert first == second
+    assert isinstance(first, VerifiedRefundNotification)
+    assert first.refund_id == refund_id
+    assert first.payment_id == payment_id
+    assert first.channel_refund_id == accepted.channel_refund_id
+    assert (first.amount_minor, first.currency, first.succeeded) == (700, "CNY", True)
+    assert first.failure_code is None
+    assert abs((datetime.now(UTC) - first.finished_at).total_seconds()) < 60
+    assert finished is not None
+    assert finished.notification_id == f"query:{accepted.channel_refund_id}"
+    assert finished == VerifiedRefundNotification(
+        notification_id=finished.notification_id,
+        refund_id=first.refund_id,
+        payment_id=first.payment_id,
+        channel_refund_id=first.channel_refund_id,
+        amount_minor=first.amount_minor,
+        currency=first.currency,
+        succeeded=True,
+        finished_at=first.finished_at,
+    )
+
+
+async def test_a_failed_refund_frees_its_amount_for_another_refund(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    receiver = NotificationReceiver(answers=[])
+    async with running_receiver(receiver) as notify_url, refund_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client, notify_url=notify_url)
+        payment_id = await paid_payment(channel, http_client, 900)
+        failing_id, retry_id = random_refund_id(), random_refund_id()
+
+        await set_alipay_faults(http_client, psp_url, fail_refunds=True)
+        await channel.refund(
+            payment_id=payment_id, refund_id=failing_id, amount_minor=900, currency="CNY", reason=""
+        )
+        await set_alipay_faults(http_client, psp_url)
+        await wait_until(
+            lambda: len(receiver.bodies_of("refund_status_sync")) >= 1,
+            what="the failed refund's notification",
+            timeout_s=NOTIFICATION_TIMEOUT_S,
+        )
+        failed_query = await channel.query_refund(payment_id=payment_id, refund_id=failing_id)
+        await channel.refund(
+            payment_id=payment_id, refund_id=retry_id, amount_minor=900, currency="CNY", reason=""
+        )
+        await wait_until(
+            lambda: len(receiver.bodies_of("refund_status_sync")) >= 2,
+            what="the second refund's notification",
+            timeout_s=NOTIFICATION_TIMEOUT_S,
+        )
+
+    failed, succeeded = read_all(channel, receiver.bodies_of("refund_status_sync"))[:2]
+    assert isinstance(failed, VerifiedRefundNotification)
+    assert (failed.refund_id, failed.succeeded, failed.failure_code) == (
+        failing_id,
+        False,
+        "refund_failed",
+    )
+    assert failed.failure_message != ""
+    assert failed_query is not None
+    assert (failed_query.succeeded, failed_query.failure_code) == (False, "refund_failed")
+    assert failed_query.failure_message == failed.failure_message
+    assert isinstance(succeeded, VerifiedRefundNotification)
+    assert (succeeded.refund_id, succeeded.amount_minor, succeeded.succeeded) == (
+        retry_id,
+        900,
+        True,
+    )
+
+
+async def test_refund_notifications_of_a_marked_trade_are_lost(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    receiver = NotificationReceiver(answers=[])
+    async with running_receiver(receiver) as notify_url, refund_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client, notify_url=notify_url)
+        description = f"Order {protocol.LOSE_NOTIFICATIONS_MARKER}"
+        payment_id = await paid_payment(channel, http_client, 300, description=description)
+        refund_id = random_refund_id()
+        await channel.refund(
+            payment_id=payment_id, refund_id=refund_id, amount_minor=300, currency="CNY", reason=""
+        )
+        notified = await comes_true_within(
+            lambda: len(receiver.received) > 0, timeout_s=NO_NOTIFICATION_WATCH_S
+        )
+        finished = await channel.query_refund(payment_id=payment_id, refund_id=refund_id)
+
+    assert not notified
+    assert finished is not None
+    assert finished.succeeded
+
+
+async def test_an_earlier_status_notified_out_of_order_is_ignored(
+    http_client: httpx.AsyncClient,
+) -> None:
+    secret = random_secret()
+    receiver = NotificationReceiver(answers=[])
+    async with running_receiver(receiver) as notify_url, running_simulator(secret) as psp_url:
+        channel = alipay(psp_url, secret, http_client, notify_url=notify_url)
+        await set_alipay_faults(http_client, psp_url, out_of_order_notifications=True)
+        payment_id = await paid_payment(channel, http_client, 450)
+        await wait_until(
+            lambda: len(receiver.received) >= 2,
+            what="both trade status notifications",
+            timeout_s=NOTIFICATION_TIMEOUT_S,
+        )
+
+    assert [fields["trade_status"] for fields in receiver.received] == [
+        "TRADE_SUCCESS",
+        "WAIT_BUYER_PAY",
+    ]
+    paid, waiting = read_all(channel, receiver.bodies[:2])
+    assert isinstance(paid, VerifiedPaymentNotification)
+    assert (paid.payment_id, paid.amount_minor) == (payment_id, 450)
+    assert waiting == IgnoredNotification(
+        notification_id=receiver.received[1]["notify_id"], reason="trade_status_wait_buyer_pay"
+    )

@@ -33,15 +33,31 @@ SUB_CODE_TRADE_CONFLICT: Final = "TRADE_CONFLICT"
 SUB_CODE_TRADE_NOT_EXIST: Final = "TRADE_NOT_EXIST"
 # The channel refuses the trade (risk control, account restrictions): a decline.
 SUB_CODE_PAYMENT_REFUSED: Final = "PAYMENT_REFUSED"
-# The trade's status forbids the request, e.g. closing a trade the payer already paid.
+# The trade's status forbids the request, e.g. closing a trade the payer already paid or
+# refunding a trade the payer has not paid.
 SUB_CODE_TRADE_STATUS_ERROR: Final = "TRADE_STATUS_ERROR"
+# The refund's `out_request_no` was already used with another trade, amount or currency.
+SUB_CODE_REFUND_CONFLICT: Final = "REFUND_CONFLICT"
+# The refund, added to the trade's refunds still processing or succeeded, would exceed
+# what the payer paid.
+SUB_CODE_REFUND_AMOUNT_EXCEEDED: Final = "REFUND_AMOUNT_EXCEEDED"
+# No refund has this `out_request_no` for this trade (answer of a refund query).
+SUB_CODE_REFUND_NOT_EXIST: Final = "REFUND_NOT_EXIST"
 
 # Trade statuses, as reported by queries and notifications.
 TRADE_STATUS_WAIT_BUYER_PAY: Final = "WAIT_BUYER_PAY"
 TRADE_STATUS_SUCCESS: Final = "TRADE_SUCCESS"
 TRADE_STATUS_CLOSED: Final = "TRADE_CLOSED"
+# Paid and no longer refundable; the simulator never reaches it, the real channel may.
+TRADE_STATUS_FINISHED: Final = "TRADE_FINISHED"
+
+# Refund statuses, as reported by refund answers, queries and notifications.
+REFUND_STATUS_PROCESSING: Final = "REFUND_PROCESSING"
+REFUND_STATUS_SUCCESS: Final = "REFUND_SUCCESS"
+REFUND_STATUS_FAIL: Final = "REFUND_FAIL"
 
 NOTIFY_TYPE_TRADE_STATUS_SYNC: Final = "trade_status_sync"
+NOTIFY_TYPE_REFUND_STATUS_SYNC: Final = "refund_status_sync"
 
 # The exact plain-text body a notification receiver answers to stop retries.
 NOTIFY_ACKNOWLEDGEMENT: Final = "success"
@@ -49,6 +65,9 @@ NOTIFY_ACKNOWLEDGEMENT: Final = "success"
 PRECREATE_PATH: Final = "/alipay/v1/trades/precreate"
 CLOSE_PATH: Final = "/alipay/v1/trades/close"
 TRADE_QUERY_PATH_PREFIX: Final = "/alipay/v1/trades/"
+REFUND_PATH: Final = "/alipay/v1/trades/refund"
+# `GET {REFUND_QUERY_PATH_PREFIX}{out_request_no}?app_id=...&out_trade_no=...`
+REFUND_QUERY_PATH_PREFIX: Final = "/alipay/v1/refunds/"
 # The simulator loses every notification of a trade whose subject contains this marker.
 LOSE_NOTIFICATIONS_MARKER: Final = "[psp:lose_notifications]"
 

@@ -32,3 +32,7 @@ CREATE TRIGGER refunds_notify_update AFTER INSERT OR UPDATE ON refunds
 
 -- An Idempotency-Key may name a payment or a refund.
 ALTER TABLE idempotency_keys RENAME COLUMN payment_id TO resource_id;
+
+-- The merchant's own notes on a payment and when it expires, shown back on every read.
+ALTER TABLE payments ADD COLUMN metadata jsonb NOT NULL DEFAULT '{}'::jsonb;
+ALTER TABLE payments ADD COLUMN expires_at timestamptz;
