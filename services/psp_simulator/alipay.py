@@ -511,7 +511,12 @@ class AlipaySimulator:
                 if faults.out_of_order_notifications:
                     # The "waiting for the payer" status arrives after the success.
                     notifications.append(alipay_trade_notification(trade, secret, waiting=True))
-                sender.schedule(notifications, duplicate=faults.duplicate_notifications)
+                sender.schedule(
+                    notifications,
+                    duplicate=faults.duplicate_notifications,
+                    delay_ms=faults.notification_delay_ms,
+                    reference=trade.out_trade_no,
+                )
         return trade
 
 

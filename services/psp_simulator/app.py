@@ -6,6 +6,7 @@ Routes:
 - the card channel (`/card/...`), see `card.py`;
 - `GET /_sim/faults`, `PUT /_sim/faults/{channel}`, `DELETE /_sim/faults`: the faults each
   channel injects (see `faults.py`);
+- `GET /_sim/notifications?reference=<payment id>`: every notification attempt about it;
 - `GET /healthz`.
 
 A channel's latency and outage faults apply to every route under its path prefix, in one
@@ -94,6 +95,20 @@ def create_app(settings: PspSimulatorSettings, *, clock: Clock | None = None) ->
             raise HTTPException(status_code=404, detail=f"unknown channel {channel}") from error
         context.faults.set(known, faults)
         return faults
+
+    @app.get("/_sim/notifications")
+    async def show_notification_attempts(reference: str) -> list[dict[str, object]]:
+        """Every delivery attempt of the notifications about one payment (its id)."""
+        sender = context.running_sender()
+        return [
+            {
+                "key": record.key,
+                "notify_id": record.notify_id,
+                "attempt": record.attempt,
+                "outcome": record.outcome.value,
+            }
+            for record in sender.attempts_about(reference)
+        ]
 
     @app.delete("/_sim/faults", status_code=204)
     async def reset_faults() -> None:

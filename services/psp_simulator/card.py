@@ -762,7 +762,12 @@ class CardSimulator:
         if faults.out_of_order_notifications:
             # The earlier fact, the authorisation, arrives after the capture.
             notifications.reverse()
-        sender.schedule(notifications, duplicate=faults.duplicate_notifications)
+        sender.schedule(
+            notifications,
+            duplicate=faults.duplicate_notifications,
+            delay_ms=faults.notification_delay_ms,
+            reference=payment.reference,
+        )
 
     def _webhook(self, url: str, item: protocol.NotificationItem) -> OutboundNotification:
         """One webhook; every attempt sends the same body, as the acquirer does."""

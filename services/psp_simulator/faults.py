@@ -50,6 +50,12 @@ class ChannelFaults(BaseModel):
         description="An earlier status (e.g. waiting for the payer) is notified after the "
         "final one.",
     )
+    notification_delay_ms: int = Field(
+        default=0,
+        ge=0,
+        le=LATENCY_MS_MAX,
+        description="Delay before a payment's notification is first sent (a late notice).",
+    )
     fail_refunds: bool = Field(default=False, description="Refunds are accepted, then end failed.")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -178,6 +179,19 @@ def alipay_refund_notification(refund: Refund, secret: str) -> OutboundNotificat
     )
 
 
+# Delivery attempts the sender remembers for inspection (`GET /_sim/notifications`).
+ATTEMPT_RECORDS_MAX: Final = 10_000
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    reference: str
+    key: str
+    notify_id: str
+    attempt: int
+    outcome: AttemptOutcome
+
+
 class NotificationSender:
     """Owns the background tasks that deliver notifications; `close` cancels them all."""
 
@@ -204,6 +218,7 @@ class NotificationSender:
         self._pending_count_max = pending_count_max
         self._drop_first_count = drop_first_count
         self._tasks: set[asyncio.Task[None]] = set()
+        self._attempts: deque[AttemptRecord] = deque(maxlen=ATTEMPT_RECORDS_MAX)
         self._closed = False
 
     @property
@@ -211,12 +226,19 @@ class NotificationSender:
         return len(self._tasks)
 
     def schedule(
-        self, notifications: Sequence[OutboundNotification], *, duplicate: bool = False
+        self,
+        notifications: Sequence[OutboundNotification],
+        *,
+        duplicate: bool = False,
+        delay_ms: int = 0,
+        reference: str = "",
     ) -> bool:
         """Deliver `notifications` one after the other, each on the full retry schedule
         (the next starts once the previous is acknowledged or given up). With `duplicate`,
-        each acknowledged one is delivered once more under a new notify id. Returns False
-        when nothing was started. Must be called from the running event loop.
+        each acknowledged one is delivered once more under a new notify id; `delay_ms`
+        holds the first attempt back (a late notification). `reference` (the merchant's
+        payment id) labels the attempts in `attempts_about`. Returns False when nothing was
+        started. Must be called from the running event loop.
         """
         invariant(len(notifications) > 0, "schedule at least one notification")
         key = notifications[0].key
@@ -227,7 +249,8 @@ class NotificationSender:
             logger.warning("notify_not_scheduled", key=key, reason="queue_full")
             return False
         task = asyncio.create_task(
-            self._notify(tuple(notifications), duplicate), name=f"notify-{key}"
+            self._notify(tuple(notifications), duplicate, delay_ms / 1000, reference),
+            name=f"notify-{key}",
         )
         self._tasks.add(task)
         task.add_done_callback(self._forget)
@@ -246,15 +269,26 @@ class NotificationSender:
         if not task.cancelled() and task.exception() is not None:
             logger.error("notify_task_failed", task=task.get_name(), exc_info=task.exception())
 
-    async def _notify(
-        self, notifications: tuple[OutboundNotification, ...], duplicate: bool
-    ) -> None:
-        for notification in notifications:
-            delivered = await self._deliver(notification, new_notify_id())
-            if delivered and duplicate:
-                await self._deliver(notification, new_notify_id())
+    def attempts_about(self, reference: str) -> list[AttemptRecord]:
+        """The recorded attempts labelled with `reference`, oldest first."""
+        return [record for record in self._attempts if record.reference == reference]
 
-    async def _deliver(self, notification: OutboundNotification, notify_id: str) -> bool:
+    async def _notify(
+        self,
+        notifications: tuple[OutboundNotification, ...],
+        duplicate: bool,
+        delay_s: float,
+        reference: str,
+    ) -> None:
+        await asyncio.sleep(delay_s)
+        for notification in notifications:
+            delivered = await self._deliver(notification, new_notify_id(), reference)
+            if delivered and duplicate:
+                await self._deliver(notification, new_notify_id(), reference)
+
+    async def _deliver(
+        self, notification: OutboundNotification, notify_id: str, reference: str
+    ) -> bool:
         """Run the retry schedule for one notification; True once it is acknowledged."""
         attempt_count = len(self._retry_schedule_ms)
         for attempt, delay_ms in enumerate(self._retry_schedule_ms, start=1):
@@ -272,6 +306,9 @@ class NotificationSender:
                 attempt_count=attempt_count,
                 status=outcome.value,
                 http_status=status_code,
+            )
+            self._attempts.append(
+                AttemptRecord(reference, notification.key, notify_id, attempt, outcome)
             )
             if outcome is AttemptOutcome.ACKNOWLEDGED:
                 return True

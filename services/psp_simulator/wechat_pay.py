@@ -674,7 +674,12 @@ class WeChatPaySimulator:
                     trade_state=protocol.TRADE_STATE_USERPAYING,
                 )
             )
-        sender.schedule(notifications, duplicate=faults.duplicate_notifications)
+        sender.schedule(
+            notifications,
+            duplicate=faults.duplicate_notifications,
+            delay_ms=faults.notification_delay_ms,
+            reference=trade.out_trade_no,
+        )
         return trade
 
     async def stop(self) -> None:

@@ -46,8 +46,9 @@ def platform(
         # Notifications and webhook retries compressed so failures show within a test.
         patch.setenv("PAYRAIL_PSP_NOTIFY_RETRY_SCHEDULE_MS", "[0, 200, 500, 1000, 2000]")
         patch.setenv("PAYRAIL_WEBHOOK_RETRY_SCHEDULE_MS", "[0, 200, 500, 1000, 2000]")
-        # A notification overdue after one second is queried at the channel.
-        patch.setenv("PAYRAIL_CHANNEL_QUERY_SCHEDULE_MS", "[1000, 2000]")
+        # A notification overdue after three seconds is queried at the channel (later than
+        # a test payment that expires after one second, so its late notice stays late).
+        patch.setenv("PAYRAIL_CHANNEL_QUERY_SCHEDULE_MS", "[3000, 2000]")
         patch.setenv("PAYRAIL_EXPIRY_POLL_INTERVAL_MS", "200")
         patch.setenv("PAYRAIL_PSP_REFUND_PROCESSING_MS", "100")
         # Three failed calls open a channel's circuit for three seconds.

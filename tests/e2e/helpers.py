@@ -54,6 +54,16 @@ def balance_of(api: httpx.Client, currency: str) -> dict[str, int]:
     return next((b for b in balances if b["currency"] == currency), {"pending": 0, "available": 0})
 
 
+def ledger_balance(platform: Any, account_prefix: str, currency: str = "CNY") -> int:
+    """The sum of the ledger's balances of the accounts starting with `account_prefix`."""
+    rows = httpx.get(
+        f"http://127.0.0.1:{platform.settings.ledger_port}/internal/v1/balances",
+        params={"account_prefix": account_prefix},
+        timeout=5,
+    ).json()
+    return sum(row["balance_minor"] for row in rows if row["currency"] == currency)
+
+
 def as_merchant(info: PlatformInfo, api_key: str) -> httpx.Client:
     return httpx.Client(
         base_url=info.api_base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=15.0

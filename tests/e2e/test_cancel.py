@@ -9,7 +9,12 @@ from typing import Any
 import httpx
 
 from services.common.launcher import PlatformInfo
-from tests.e2e.helpers import eventually, new_payment, signed_channel_notification
+from tests.e2e.helpers import (
+    eventually,
+    ledger_balance,
+    new_payment,
+    signed_channel_notification,
+)
 
 
 def test_canceling_an_unpaid_payment_closes_its_trade(
@@ -55,19 +60,10 @@ def test_a_paid_payment_cannot_be_canceled(api: httpx.Client) -> None:
     assert api.post("/v1/payments/pay_nobody/cancel").json()["code"] == "payment_not_found"
 
 
-def _refunds_clearing(platform: Any) -> int:
-    rows = httpx.get(
-        f"http://127.0.0.1:{platform.settings.ledger_port}/internal/v1/balances",
-        params={"account_prefix": "platform:refunds_clearing"},
-        timeout=5,
-    ).json()
-    return sum(row["balance_minor"] for row in rows if row["currency"] == "CNY")
-
-
 def test_money_paid_after_a_cancel_is_recorded_once_as_owed_back(
     api: httpx.Client, info: PlatformInfo, platform: Any
 ) -> None:
-    clearing_before = _refunds_clearing(platform)
+    clearing_before = ledger_balance(platform, "platform:refunds_clearing")
     payment = api.post("/v1/payments", json=new_payment(amount=777)).json()
     assert api.post(f"/v1/payments/{payment['id']}/cancel").json()["status"] == "canceled"
     notify_url = f"{info.api_base_url}/v1/channels/alipay/notify"
@@ -86,6 +82,6 @@ def test_money_paid_after_a_cancel_is_recorded_once_as_owed_back(
     assert "PaymentSucceeded" not in types
     assert api.get(f"/v1/payments/{payment['id']}").json()["status"] == "canceled"
     eventually(
-        lambda: _refunds_clearing(platform) == clearing_before - 777,
+        lambda: ledger_balance(platform, "platform:refunds_clearing") == clearing_before - 777,
         what="the ledger to owe the payer 777",
     )

@@ -24,7 +24,9 @@ def succeeded(api: httpx.Client, payment_id: str) -> dict[str, Any]:
 
 def delivered_notifications(info: PlatformInfo, key: str) -> list[dict[str, Any]]:
     """The simulator's record of the notifications it delivered about `key`."""
-    answer = httpx.get(f"{info.psp_base_url}/_sim/notifications", params={"key": key}, timeout=5)
+    answer = httpx.get(
+        f"{info.psp_base_url}/_sim/notifications", params={"reference": key}, timeout=5
+    )
     answer.raise_for_status()
     records: list[dict[str, Any]] = answer.json()
     return [r for r in records if r["outcome"] == "acknowledged"]

@@ -12,7 +12,7 @@ import httpx
 
 from services.common.launcher import PlatformInfo
 from tests.e2e.conftest import PspFaults
-from tests.e2e.helpers import as_merchant, balance_of, eventually, new_payment
+from tests.e2e.helpers import as_merchant, balance_of, eventually, ledger_balance, new_payment
 
 
 def paid_payment(api: httpx.Client, amount: int, **overrides: Any) -> dict[str, Any]:
@@ -154,3 +154,42 @@ def test_unpaid_payments_and_other_merchants_cannot_be_refunded(
         answer = stranger.post(f"/v1/payments/{payment['id']}/refunds", json={"amount": 1})
         assert (answer.status_code, answer.json()["code"]) == (404, "payment_not_found")
     assert api.get("/v1/refunds/re_nobody").status_code == 404
+
+
+def test_a_notification_arriving_after_expiry_is_refunded_automatically(
+    api: httpx.Client, platform: Any, psp_faults: PspFaults
+) -> None:
+    clearing_before = ledger_balance(platform, "platform:refunds_clearing")
+    receivable_before = ledger_balance(platform, "platform:channel_receivable:alipay")
+    # The payer pays at once, but the channel's notice is late: the payment expires first.
+    psp_faults.set("alipay", notification_delay_ms=3000)
+    payment = api.post("/v1/payments", json=new_payment(amount=640, expires_in_seconds=1)).json()
+    assert payment["status"] == "requires_payment", payment
+    assert httpx.post(payment["next_action"]["url"], timeout=5).status_code == 200
+    eventually(
+        lambda: api.get(f"/v1/payments/{payment['id']}").json()["status"] == "expired",
+        what="the payment expired",
+    )
+
+    def refunded() -> dict[str, Any] | None:
+        detail = api.get(f"/v1/payments/{payment['id']}").json()
+        done = [r for r in detail["refunds"] if r["status"] == "succeeded"]
+        return detail if done else None
+
+    detail = eventually(refunded, what="the late money refunded")
+    types = [event["type"] for event in detail["events"]]
+    # Both facts are recorded: the money came after the expiry, and it went back.
+    assert types.index("PaymentExpired") < types.index("PaymentPaidAfterClose")
+    assert types.count("PaymentPaidAfterClose") == 1
+    assert types[-1] == "RefundSucceeded"
+    assert detail["status"] == "expired"
+    (refund,) = detail["refunds"]
+    assert (refund["amount"], refund["initiator"]) == (640, "paid_after_close")
+    # Owed to the payer, then paid back: the clearing account and the channel are square.
+    eventually(
+        lambda: (
+            ledger_balance(platform, "platform:refunds_clearing") == clearing_before
+            and ledger_balance(platform, "platform:channel_receivable:alipay") == receivable_before
+        ),
+        what="the ledger's clearing and receivable back where they were",
+    )
