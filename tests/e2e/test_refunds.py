@@ -193,3 +193,16 @@ def test_a_notification_arriving_after_expiry_is_refunded_automatically(
         ),
         what="the ledger's clearing and receivable back where they were",
     )
+
+
+def test_a_refund_whose_notification_is_lost_is_found_by_querying_the_channel(
+    api: httpx.Client, psp_faults: PspFaults
+) -> None:
+    payment = paid_payment(api, 450, channel="wechat_pay")
+    psp_faults.set("wechat_pay", lose_notifications=True)
+    refund = api.post(f"/v1/payments/{payment['id']}/refunds", json={"amount": 450})
+    assert refund.status_code == 201, refund.text
+    settled = refund_settles(api, refund.json()["id"])
+    assert settled["channel_refund_id"]
+    detail = api.get(f"/v1/payments/{payment['id']}").json()
+    assert detail["amount_refunded"] == 450
