@@ -47,14 +47,14 @@ def test_every_merchant_endpoint_is_scoped_to_the_calling_merchant(info: Platfor
         )
         assert owner_endpoint.status_code == 201, owner_endpoint.text
 
-        not_found = {
-            ("GET", f"/v1/payments/{payment['id']}", None): "payment_not_found",
-            ("POST", f"/v1/payments/{unpaid['id']}/cancel", None): "payment_not_found",
-            ("POST", f"/v1/payments/{payment['id']}/refunds", {"amount": 1}): "payment_not_found",
-            ("GET", f"/v1/refunds/{refund['id']}", None): "refund_not_found",
-            ("GET", f"/v1/events/{event['id']}", None): "event_not_found",
-        }
-        for (method, path, body), code in not_found.items():
+        not_found: list[tuple[str, str, dict[str, int] | None, str]] = [
+            ("GET", f"/v1/payments/{payment['id']}", None, "payment_not_found"),
+            ("POST", f"/v1/payments/{unpaid['id']}/cancel", None, "payment_not_found"),
+            ("POST", f"/v1/payments/{payment['id']}/refunds", {"amount": 1}, "payment_not_found"),
+            ("GET", f"/v1/refunds/{refund['id']}", None, "refund_not_found"),
+            ("GET", f"/v1/events/{event['id']}", None, "event_not_found"),
+        ]
+        for method, path, body, code in not_found:
             answer = stranger.request(method, path, json=body)
             assert (answer.status_code, answer.json()["code"]) == (404, code), (method, path)
 
