@@ -335,13 +335,54 @@ async def cancel_payment(
     payment_id: str,
     request: Request,
     merchant: MerchantDependency,
+    response: Response,
     body: CancelPaymentRequest | None = None,
+    idempotency_key: idempotency.KeyHeader = None,
 ) -> Any:
     """Cancel an unpaid payment; its channel trade is closed too. Canceling a canceled
-    payment returns it unchanged; a payment that is already over cannot be canceled."""
+    payment returns it unchanged; a payment that is already over cannot be canceled.
+    With an Idempotency-Key, a repeat returns the first successful answer as it was."""
     context = request.app.state.context
     pool: asyncpg.Pool = context.pool
-    view = await _load_view(pool, merchant.merchant_id, payment_id)
+    if idempotency_key is not None:
+        fingerprint = request_fingerprint(
+            "POST",
+            f"/v1/payments/{payment_id}/cancel",
+            body.model_dump(mode="json") if body is not None else {},
+        )
+        async with pool.acquire() as connection, connection.transaction():
+            stored = await idempotency.claim(
+                connection,
+                merchant_id=merchant.merchant_id,
+                key=idempotency_key,
+                fingerprint=fingerprint,
+                resource_id=payment_id,
+                now=context.clock.now(),
+                retention=timedelta(
+                    hours=request.app.state.gateway_settings.idempotency_key_retention_hours
+                ),
+            )
+        if stored is not None and stored.response_body is not None:
+            response.headers["Idempotent-Replayed"] = "true"
+            return PaymentView.model_validate(stored.response_body)
+    view = await _cancel(request, merchant.merchant_id, payment_id, body)
+    if idempotency_key is not None:
+        await idempotency.remember_response(
+            pool,
+            merchant_id=merchant.merchant_id,
+            key=idempotency_key,
+            status=200,
+            body_json=view.model_dump_json(),
+        )
+    return view
+
+
+async def _cancel(
+    request: Request, merchant_id: str, payment_id: str, body: CancelPaymentRequest | None
+) -> PaymentView:
+    context = request.app.state.context
+    pool: asyncpg.Pool = context.pool
+    view = await _load_view(pool, merchant_id, payment_id)
     if view is None:
         raise ApiProblem(404, "payment_not_found", "Payment not found", f"No payment {payment_id}.")
     if view.status not in FINAL_STATUSES:
@@ -356,7 +397,7 @@ async def cancel_payment(
                 CancelPayment,
                 CancelPaymentPayload(reason=reason),
                 aggregate_id=payment_id,
-                merchant_id=merchant.merchant_id,
+                merchant_id=merchant_id,
                 producer="gateway",
                 issued_at=context.clock.now(),
                 correlation_id=correlation_id or f"corr_{uuid.uuid4().hex}",
@@ -366,7 +407,7 @@ async def cancel_payment(
         view = await _wait_for_status(
             pool,
             request.app.state.payment_updates,
-            merchant.merchant_id,
+            merchant_id,
             payment_id,
             FINAL_STATUSES,
             request.app.state.gateway_settings.payment_create_wait_ms,

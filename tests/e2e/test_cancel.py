@@ -85,3 +85,16 @@ def test_money_paid_after_a_cancel_is_recorded_once_as_owed_back(
         lambda: ledger_balance(platform, "platform:refunds_clearing") == clearing_before - 777,
         what="the ledger to owe the payer 777",
     )
+
+
+def test_a_cancel_with_an_idempotency_key_replays_its_first_answer(api: httpx.Client) -> None:
+    payment = api.post("/v1/payments", json=new_payment()).json()
+    url = f"/v1/payments/{payment['id']}/cancel"
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    first = api.post(url, json={"reason": "customer_left"}, headers=key)
+    again = api.post(url, json={"reason": "customer_left"}, headers=key)
+    assert first.status_code == again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    reused = api.post(url, json={"reason": "other"}, headers=key)
+    assert (reused.status_code, reused.json()["code"]) == (422, "idempotency_key_reused")

@@ -12,7 +12,14 @@ import httpx
 
 from services.common.launcher import PlatformInfo
 from tests.e2e.conftest import PspFaults
-from tests.e2e.helpers import as_merchant, balance_of, eventually, ledger_balance, new_payment
+from tests.e2e.helpers import (
+    as_merchant,
+    balance_of,
+    eventually,
+    ledger_balance,
+    new_payment,
+    webhook_lines,
+)
 
 
 def paid_payment(api: httpx.Client, amount: int, **overrides: Any) -> dict[str, Any]:
@@ -35,7 +42,7 @@ def refund_settles(api: httpx.Client, refund_id: str, status: str = "succeeded")
 
 
 def test_partial_refunds_add_up_to_the_captured_amount_and_one_more_is_refused(
-    api: httpx.Client,
+    api: httpx.Client, info: PlatformInfo
 ) -> None:
     payment = paid_payment(api, 1000)
     balance_before = balance_of(api, "CNY")["pending"]
@@ -73,6 +80,17 @@ def test_partial_refunds_add_up_to_the_captured_amount_and_one_more_is_refused(
         return mine if len(mine) == 3 else None
 
     assert {e["data"]["object"]["id"] for e in eventually(refund_events)} == set(refund_ids)
+
+    def refund_webhooks() -> set[str] | None:
+        assert info.demo_webhook_log is not None
+        delivered = {
+            line["event"]["data"]["object"]["id"]
+            for line in webhook_lines(info.demo_webhook_log)
+            if line["event"] and line["event"]["type"] == "refund.succeeded"
+        }
+        return delivered if set(refund_ids) <= delivered else None
+
+    eventually(refund_webhooks, what="signed refund.succeeded webhooks")
 
 
 def test_concurrent_refund_requests_never_refund_more_than_was_paid(api: httpx.Client) -> None:
