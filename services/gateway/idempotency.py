@@ -14,10 +14,12 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Header
+from fastapi import Header, Request
+from pydantic import BaseModel
 
 from services.common.db import Connection
 from services.common.invariant import InvariantViolation
+from services.gateway.domain import request_fingerprint
 from services.gateway.problems import ApiProblem
 
 KeyHeader = Annotated[
@@ -31,6 +33,58 @@ class StoredRequest:
     resource_id: str
     response_status: int | None
     response_body: Any
+
+
+@dataclass(frozen=True)
+class KeyedRequest:
+    """A POST that carries an Idempotency-Key: whose key it is and what was asked."""
+
+    merchant_id: str
+    key: str
+    fingerprint: bytes
+    retention: timedelta
+
+    async def claim(
+        self, connection: Connection, resource_id: str, now: datetime
+    ) -> StoredRequest | None:
+        """See `claim`."""
+        return await claim(
+            connection,
+            merchant_id=self.merchant_id,
+            key=self.key,
+            fingerprint=self.fingerprint,
+            resource_id=resource_id,
+            now=now,
+            retention=self.retention,
+        )
+
+    async def remember(self, pool: asyncpg.Pool, status: int, body: BaseModel) -> None:
+        await remember_response(
+            pool,
+            merchant_id=self.merchant_id,
+            key=self.key,
+            status=status,
+            body_json=body.model_dump_json(),
+        )
+
+
+def keyed_request(
+    request: Request, merchant_id: str, key: str | None, body: BaseModel | None
+) -> KeyedRequest | None:
+    """The request's Idempotency-Key with the fingerprint of its method, path and body, or
+    None when the request carries no key."""
+    if key is None:
+        return None
+    fingerprint = request_fingerprint(
+        request.method, request.url.path, body.model_dump(mode="json") if body else {}
+    )
+    settings = request.app.state.gateway_settings
+    return KeyedRequest(
+        merchant_id=merchant_id,
+        key=key,
+        fingerprint=fingerprint,
+        retention=timedelta(hours=settings.idempotency_key_retention_hours),
+    )
 
 
 async def claim(

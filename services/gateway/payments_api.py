@@ -27,7 +27,6 @@ from services.gateway.domain import (
     RECEIVED_STATUS,
     SETTLED_VIEW_STATUSES,
     STATUS_AFTER_EVENT,
-    request_fingerprint,
 )
 from services.gateway.intake import PaymentRefused, choose_channel, payment_request
 from services.gateway.listing import (
@@ -173,18 +172,10 @@ async def create_payment(
     pool: asyncpg.Pool = context.pool
     payment_id = new_prefixed_id("pay")
     correlation = correlation_id or f"corr_{uuid.uuid4().hex}"
-    fingerprint = request_fingerprint("POST", "/v1/payments", body.model_dump(mode="json"))
+    keyed = idempotency.keyed_request(request, merchant.merchant_id, idempotency_key, body)
     async with pool.acquire() as connection, connection.transaction():
-        if idempotency_key is not None:
-            stored = await idempotency.claim(
-                connection,
-                merchant_id=merchant.merchant_id,
-                key=idempotency_key,
-                fingerprint=fingerprint,
-                resource_id=payment_id,
-                now=context.clock.now(),
-                retention=timedelta(hours=settings.idempotency_key_retention_hours),
-            )
+        if keyed is not None:
+            stored = await keyed.claim(connection, payment_id, context.clock.now())
             if stored is not None:
                 response.headers["Idempotent-Replayed"] = "true"
                 if stored.response_body is not None:
@@ -216,14 +207,8 @@ async def create_payment(
         SETTLED_VIEW_STATUSES,
         settings.payment_create_wait_ms,
     ) or _received_view(payment_id, merchant.merchant_id, body, channel)
-    if idempotency_key is not None:
-        await idempotency.remember_response(
-            pool,
-            merchant_id=merchant.merchant_id,
-            key=idempotency_key,
-            status=201,
-            body_json=view.model_dump_json(),
-        )
+    if keyed is not None:
+        await keyed.remember(pool, 201, view)
     return view
 
 
@@ -344,36 +329,16 @@ async def cancel_payment(
     With an Idempotency-Key, a repeat returns the first successful answer as it was."""
     context = request.app.state.context
     pool: asyncpg.Pool = context.pool
-    if idempotency_key is not None:
-        fingerprint = request_fingerprint(
-            "POST",
-            f"/v1/payments/{payment_id}/cancel",
-            body.model_dump(mode="json") if body is not None else {},
-        )
+    keyed = idempotency.keyed_request(request, merchant.merchant_id, idempotency_key, body)
+    if keyed is not None:
         async with pool.acquire() as connection, connection.transaction():
-            stored = await idempotency.claim(
-                connection,
-                merchant_id=merchant.merchant_id,
-                key=idempotency_key,
-                fingerprint=fingerprint,
-                resource_id=payment_id,
-                now=context.clock.now(),
-                retention=timedelta(
-                    hours=request.app.state.gateway_settings.idempotency_key_retention_hours
-                ),
-            )
+            stored = await keyed.claim(connection, payment_id, context.clock.now())
         if stored is not None and stored.response_body is not None:
             response.headers["Idempotent-Replayed"] = "true"
             return PaymentView.model_validate(stored.response_body)
     view = await _cancel(request, merchant.merchant_id, payment_id, body)
-    if idempotency_key is not None:
-        await idempotency.remember_response(
-            pool,
-            merchant_id=merchant.merchant_id,
-            key=idempotency_key,
-            status=200,
-            body_json=view.model_dump_json(),
-        )
+    if keyed is not None:
+        await keyed.remember(pool, 200, view)
     return view
 
 

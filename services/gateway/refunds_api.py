@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -27,7 +26,6 @@ from services.common.db import Connection
 from services.common.event_store import enqueue_commands
 from services.gateway import idempotency
 from services.gateway.auth import MerchantDependency
-from services.gateway.domain import request_fingerprint
 from services.gateway.models import CreateRefundRequest, FailureView, RefundView
 from services.gateway.payment_updates import PaymentUpdates
 from services.gateway.problems import PROBLEM_RESPONSES, ApiProblem
@@ -137,9 +135,7 @@ async def create_refund(
     settings = request.app.state.gateway_settings
     pool: asyncpg.Pool = context.pool
     refund_id = new_refund_id()
-    fingerprint = request_fingerprint(
-        "POST", f"/v1/payments/{payment_id}/refunds", body.model_dump(mode="json")
-    )
+    keyed = idempotency.keyed_request(request, merchant.merchant_id, idempotency_key, body)
     async with pool.acquire() as connection, connection.transaction():
         payment = await connection.fetchrow(
             "SELECT currency, channel FROM payments WHERE payment_id = $1 AND merchant_id = $2",
@@ -150,16 +146,8 @@ async def create_refund(
             raise ApiProblem(
                 404, "payment_not_found", "Payment not found", f"No payment {payment_id}."
             )
-        if idempotency_key is not None:
-            stored = await idempotency.claim(
-                connection,
-                merchant_id=merchant.merchant_id,
-                key=idempotency_key,
-                fingerprint=fingerprint,
-                resource_id=refund_id,
-                now=context.clock.now(),
-                retention=timedelta(hours=settings.idempotency_key_retention_hours),
-            )
+        if keyed is not None:
+            stored = await keyed.claim(connection, refund_id, context.clock.now())
             if stored is not None:
                 response.headers["Idempotent-Replayed"] = "true"
                 refund_id = stored.resource_id
@@ -196,14 +184,8 @@ async def create_refund(
     )
     if view is None:
         return _received(payment_id, refund_id, body, payment, context, response)
-    if idempotency_key is not None:
-        await idempotency.remember_response(
-            pool,
-            merchant_id=merchant.merchant_id,
-            key=idempotency_key,
-            status=422 if view.status == REFUND_REFUSED else 201,
-            body_json=view.model_dump_json(),
-        )
+    if keyed is not None:
+        await keyed.remember(pool, 422 if view.status == REFUND_REFUSED else 201, view)
     return _answer(view, response)
 
 
