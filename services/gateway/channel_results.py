@@ -31,7 +31,7 @@ from schemas.channels import (
     SubmitChannelPayment,
 )
 from schemas.common import Channel, Failure, NextAction
-from schemas.envelope import Event
+from schemas.envelope import Contract, Event
 from schemas.refunds import (
     ChannelRefundAccepted,
     ChannelRefundAcceptedPayload,
@@ -97,7 +97,7 @@ async def _call(circuits: ChannelCircuits, channel: Channel, call: Awaitable[T])
 async def _record(
     connection: asyncpg.Connection,
     event_type: type[Event],
-    payload: object,
+    payload: Contract,
     *,
     payment_id: str,
     merchant_id: str,
@@ -107,7 +107,7 @@ async def _record(
 ) -> None:
     await record_decision(
         connection,
-        Decision(events=(Emit(event_type, payload),)),  # type: ignore[arg-type]
+        Decision(events=(Emit(event_type, payload),)),
         stream_id=payment_id,
         expected_version=await stream_version(connection, payment_id),
         merchant_id=merchant_id,

@@ -24,6 +24,7 @@ from schemas import new_command
 from schemas.refunds import RefundRequest, RequestRefund, new_refund_id
 from services.common.db import Connection
 from services.common.event_store import enqueue_commands
+from services.common.service import ServiceContext
 from services.gateway import idempotency
 from services.gateway.auth import MerchantDependency
 from services.gateway.models import CreateRefundRequest, FailureView, RefundView
@@ -194,7 +195,7 @@ def _received(
     refund_id: str,
     body: CreateRefundRequest,
     payment: asyncpg.Record,
-    context: Any,
+    context: ServiceContext,
     response: Response,
 ) -> RefundView:
     response.status_code = 202
