@@ -54,6 +54,16 @@ Then read it back and see the balance:
   curl -s {info.api_base_url}/v1/payments/<id> -H 'Authorization: Bearer {info.demo_api_key}'
   curl -s {info.api_base_url}/v1/balance -H 'Authorization: Bearer {info.demo_api_key}'
 
+Refund part of it (leave out "amount" to refund the rest):
+
+  curl -s -X POST {info.api_base_url}/v1/payments/<id>/refunds \
+    -H 'Authorization: Bearer {info.demo_api_key}' -H 'Content-Type: application/json' \
+    -d '{{"amount": 500, "reason": "damaged"}}'
+
+Other channels: "channel": "wechat_pay" (QR code) or "card" (paid at once).
+Simulator faults per channel: curl -s -X PUT {info.psp_base_url}/_sim/faults/alipay \
+    -H 'Content-Type: application/json' -d '{{"duplicate_notifications": true}}'
+
 Press Ctrl-C to stop every process.
 """,
         flush=True,
