@@ -56,12 +56,12 @@ Then read it back and see the balance:
 
 Refund part of it (leave out "amount" to refund the rest):
 
-  curl -s -X POST {info.api_base_url}/v1/payments/<id>/refunds \
-    -H 'Authorization: Bearer {info.demo_api_key}' -H 'Content-Type: application/json' \
+  curl -s -X POST {info.api_base_url}/v1/payments/<id>/refunds \\
+    -H 'Authorization: Bearer {info.demo_api_key}' -H 'Content-Type: application/json' \\
     -d '{{"amount": 500, "reason": "damaged"}}'
 
 Other channels: "channel": "wechat_pay" (QR code) or "card" (paid at once).
-Simulator faults per channel: curl -s -X PUT {info.psp_base_url}/_sim/faults/alipay \
+Simulator faults per channel: curl -s -X PUT {info.psp_base_url}/_sim/faults/alipay \\
     -H 'Content-Type: application/json' -d '{{"duplicate_notifications": true}}'
 
 Press Ctrl-C to stop every process.
