@@ -9,18 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route
 
 from services.gateway.channels import alipay_protocol as protocol
 from services.gateway.channels.alipay import AlipayChannel
@@ -33,15 +30,19 @@ from services.gateway.channels.base import (
     VerifiedRefundNotification,
 )
 from tests.support import servers
-from tests.support.servers import bind_local_socket, serving
+from tests.support.psp import pay, random_payment_id, random_refund_id, set_faults
+from tests.support.servers import (
+    NotifyReceiver,
+    bind_local_socket,
+    comes_true_within,
+    running_receiver,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 APP_ID = "payrail_platform"
 NOTIFICATION_TIMEOUT_S = 10.0
-POLL_INTERVAL_S = 0.01
-# Compressed so that a test exercising retries takes milliseconds, not minutes.
-FAST_RETRY_SCHEDULE_MS = [0, 50, 100]
 # How long a test watches for a notification that must not come. The fast schedule sends
 # the first attempt at once, so a wrongly sent notification would arrive well within it.
 NO_NOTIFICATION_WATCH_S = 0.5
@@ -52,33 +53,8 @@ SLOW_REFUND_PROCESSING_MS = 400
 FORM_HEADERS = {"content-type": "application/x-www-form-urlencoded"}
 
 
-def random_payment_id() -> str:
-    return f"pay_{uuid.uuid4().hex}"
-
-
 def random_secret() -> str:
     return f"secret-{uuid.uuid4().hex}"
-
-
-async def wait_until(condition: Callable[[], bool], *, what: str, timeout_s: float) -> None:
-    """Poll `condition` until it holds; fail the test after `timeout_s`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(POLL_INTERVAL_S)
-
-
-async def comes_true_within(condition: Callable[[], bool], *, timeout_s: float) -> bool:
-    """Poll `condition` until `timeout_s` passes; return whether it ever held."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(POLL_INTERVAL_S)
-    return True
 
 
 def running_simulator(secret: str, **overrides: Any) -> contextlib.AbstractAsyncContextManager[str]:
@@ -86,7 +62,7 @@ def running_simulator(secret: str, **overrides: Any) -> contextlib.AbstractAsync
     return servers.running_simulator(alipay_app_id=APP_ID, alipay_secret=secret, **overrides)
 
 
-class NotificationReceiver:
+class NotificationReceiver(NotifyReceiver):
     """Records every notification and answers from a script, then `success` for ever."""
 
     def __init__(self, answers: Sequence[str]) -> None:
@@ -94,9 +70,6 @@ class NotificationReceiver:
         self.received: list[dict[str, str]] = []
         self.bodies: list[bytes] = []
         self.content_types: list[str] = []
-
-    def app(self) -> Starlette:
-        return Starlette(routes=[Route("/notify", self.receive, methods=["POST"])])
 
     async def receive(self, request: Request) -> PlainTextResponse:
         raw_body = await request.body()
@@ -116,21 +89,6 @@ class NotificationReceiver:
         ]
 
 
-@asynccontextmanager
-async def running_receiver(receiver: NotificationReceiver) -> AsyncIterator[str]:
-    """Serve `receiver`; yield its notify URL."""
-    listener = bind_local_socket()
-    port = listener.getsockname()[1]
-    async with serving(receiver.app(), listener):
-        yield f"http://127.0.0.1:{port}/notify"
-
-
-@pytest.fixture
-async def http_client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
 def alipay(
     base_url: str, secret: str, http_client: httpx.AsyncClient, **overrides: Any
 ) -> AlipayChannel:
@@ -144,10 +102,6 @@ def alipay(
         **overrides,
     }
     return AlipayChannel(**arguments)
-
-
-async def pay(http_client: httpx.AsyncClient, pay_url: str) -> httpx.Response:
-    return await http_client.post(pay_url, headers={"accept": "application/json"}, timeout=5.0)
 
 
 async def test_a_paid_trade_is_notified_and_retried_until_acknowledged(
@@ -531,11 +485,6 @@ def refund_simulator(
     return running_simulator(secret, refund_processing_ms=refund_processing_ms)
 
 
-async def set_alipay_faults(http_client: httpx.AsyncClient, psp_url: str, **faults: bool) -> None:
-    response = await http_client.put(f"{psp_url}/_sim/faults/alipay", json=faults, timeout=5.0)
-    assert response.status_code == 200, response.text
-
-
 async def paid_payment(
     channel: AlipayChannel,
     http_client: httpx.AsyncClient,
@@ -550,10 +499,6 @@ async def paid_payment(
     paid = await pay(http_client, prepared.pay_url)
     assert paid.status_code == 200
     return payment_id
-
-
-def random_refund_id() -> str:
-    return f"ref_{uuid.uuid4().hex}"
 
 
 def read_all(channel: AlipayChannel, bodies: list[bytes]) -> list[object]:
@@ -750,11 +695,11 @@ async def test_a_failed_refund_frees_its_amount_for_another_refund(
         payment_id = await paid_payment(channel, http_client, 900)
         failing_id, retry_id = random_refund_id(), random_refund_id()
 
-        await set_alipay_faults(http_client, psp_url, fail_refunds=True)
+        await set_faults(http_client, psp_url, "alipay", fail_refunds=True)
         await channel.refund(
             payment_id=payment_id, refund_id=failing_id, amount_minor=900, currency="CNY", reason=""
         )
-        await set_alipay_faults(http_client, psp_url)
+        await set_faults(http_client, psp_url, "alipay")
         await wait_until(
             lambda: len(receiver.bodies_of("refund_status_sync")) >= 1,
             what="the failed refund's notification",
@@ -819,7 +764,7 @@ async def test_an_earlier_status_notified_out_of_order_is_ignored(
     receiver = NotificationReceiver(answers=[])
     async with running_receiver(receiver) as notify_url, running_simulator(secret) as psp_url:
         channel = alipay(psp_url, secret, http_client, notify_url=notify_url)
-        await set_alipay_faults(http_client, psp_url, out_of_order_notifications=True)
+        await set_faults(http_client, psp_url, "alipay", out_of_order_notifications=True)
         payment_id = await paid_payment(channel, http_client, 450)
         await wait_until(
             lambda: len(receiver.received) >= 2,

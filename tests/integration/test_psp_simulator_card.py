@@ -6,20 +6,17 @@ event loop, on ports the operating system picks.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route
 
 from services.gateway.channels import card_protocol as protocol
 from services.gateway.channels.base import (
@@ -32,42 +29,23 @@ from services.gateway.channels.base import (
 )
 from services.gateway.channels.card import CardChannel, CardDeclined
 from tests.support import servers
-from tests.support.servers import bind_local_socket, serving
+from tests.support.psp import random_id, set_faults
+from tests.support.servers import (
+    NotifyReceiver,
+    bind_local_socket,
+    comes_true_within,
+    running_receiver,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 MERCHANT_ACCOUNT = "PayrailPlatform"
 WEBHOOK_TIMEOUT_S = 10.0
-POLL_INTERVAL_S = 0.01
 # How long a test watches for a webhook that must not come. The fast retry schedule sends
 # the first attempt at once, so a wrongly sent webhook would arrive well within it.
 NO_WEBHOOK_WATCH_S = 0.5
 REFUND_PROCESSING_MS = 50
-
-
-def random_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
-
-
-async def wait_until(condition: Callable[[], bool], *, what: str) -> None:
-    """Poll `condition` until it holds; fail the test after WEBHOOK_TIMEOUT_S."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WEBHOOK_TIMEOUT_S
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {WEBHOOK_TIMEOUT_S} s waiting for {what}")
-        await asyncio.sleep(POLL_INTERVAL_S)
-
-
-async def comes_true_within(condition: Callable[[], bool], *, timeout_s: float) -> bool:
-    """Poll `condition` until `timeout_s` passes; return whether it ever held."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(POLL_INTERVAL_S)
-    return True
 
 
 class Keys:
@@ -90,16 +68,13 @@ def running_simulator(keys: Keys, **overrides: Any) -> AbstractAsyncContextManag
     return servers.running_simulator(**settings)
 
 
-class WebhookReceiver:
+class WebhookReceiver(NotifyReceiver):
     """Records every webhook and answers from a script, then `[accepted]` for ever."""
 
     def __init__(self, answers: Sequence[str] = ()) -> None:
         self.answers = list(answers)
         self.bodies: list[bytes] = []
         self.headers: list[dict[str, str]] = []
-
-    def app(self) -> Starlette:
-        return Starlette(routes=[Route("/notify", self.receive, methods=["POST"])])
 
     async def receive(self, request: Request) -> PlainTextResponse:
         self.bodies.append(await request.body())
@@ -121,21 +96,6 @@ class WebhookReceiver:
         ]
 
 
-@asynccontextmanager
-async def running_receiver(receiver: WebhookReceiver) -> AsyncIterator[str]:
-    """Serve `receiver`; yield its notify URL."""
-    listener = bind_local_socket()
-    port = listener.getsockname()[1]
-    async with serving(receiver.app(), listener):
-        yield f"http://127.0.0.1:{port}/notify"
-
-
-@pytest.fixture
-async def http_client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
 def card(psp_url: str, keys: Keys, http_client: httpx.AsyncClient, **overrides: Any) -> CardChannel:
     arguments: dict[str, Any] = {
         "base_url": psp_url,
@@ -148,11 +108,6 @@ def card(psp_url: str, keys: Keys, http_client: httpx.AsyncClient, **overrides: 
         **overrides,
     }
     return CardChannel(**arguments)
-
-
-async def set_faults(http_client: httpx.AsyncClient, psp_url: str, **faults: object) -> None:
-    response = await http_client.put(f"{psp_url}/_sim/faults/card", json=faults, timeout=5.0)
-    assert response.status_code == 200, response.text
 
 
 async def call_api(
@@ -209,7 +164,9 @@ async def test_prepare_authorises_and_captures_and_the_capture_webhook_proves_th
         paid = await channel.prepare(
             payment_id=payment_id, amount_minor=1234, currency="EUR", description="Order 42"
         )
-        await wait_until(lambda: len(receiver.bodies) >= 3, what="the webhooks")
+        await wait_until(
+            lambda: len(receiver.bodies) >= 3, what="the webhooks", timeout_s=WEBHOOK_TIMEOUT_S
+        )
         queried = await channel.query(payment_id=payment_id)
 
     now = datetime.now(UTC)
@@ -253,7 +210,9 @@ async def test_a_retried_prepare_returns_the_same_trade_and_captures_once(
         second = await channel.prepare(
             payment_id=payment_id, amount_minor=500, currency="USD", description="Order"
         )
-        await wait_until(lambda: len(receiver.bodies) >= 2, what="the webhooks")
+        await wait_until(
+            lambda: len(receiver.bodies) >= 2, what="the webhooks", timeout_s=WEBHOOK_TIMEOUT_S
+        )
         more = await comes_true_within(
             lambda: len(receiver.bodies) > 2, timeout_s=NO_WEBHOOK_WATCH_S
         )
@@ -272,14 +231,14 @@ async def test_a_prepare_retried_after_an_outage_finishes_the_same_payment(
         channel = card(psp_url, keys, http_client)
         # The payment was authorised, then the acquirer went down before the capture.
         psp_reference = await authorise_only(http_client, keys, psp_url, payment_id)
-        await set_faults(http_client, psp_url, unavailable=True)
+        await set_faults(http_client, psp_url, "card", unavailable=True)
         with pytest.raises(ChannelUnavailable):
             await channel.prepare(
                 payment_id=payment_id, amount_minor=1000, currency="EUR", description=""
             )
         with pytest.raises(ChannelUnavailable):
             await channel.query(payment_id=payment_id)
-        await set_faults(http_client, psp_url)
+        await set_faults(http_client, psp_url, "card")
 
         paid = await channel.prepare(
             payment_id=payment_id, amount_minor=1000, currency="EUR", description=""
@@ -351,13 +310,13 @@ async def test_a_declined_payment_is_rejected_and_never_captured(
     async with running_receiver(receiver) as notify_url, running_simulator(keys) as psp_url:
         channel = card(psp_url, keys, http_client, notify_url=notify_url)
         if decline == "fault":
-            await set_faults(http_client, psp_url, decline_payments=True)
+            await set_faults(http_client, psp_url, "card", decline_payments=True)
 
         with pytest.raises(CardDeclined) as raised:
             await channel.prepare(
                 payment_id=payment_id, amount_minor=1000, currency="EUR", description=description
             )
-        await set_faults(http_client, psp_url)
+        await set_faults(http_client, psp_url, "card")
         with pytest.raises(CardDeclined):
             await channel.prepare(
                 payment_id=payment_id, amount_minor=1000, currency="EUR", description=description
@@ -383,12 +342,16 @@ async def test_duplicated_webhooks_read_as_the_same_notification(
     receiver = WebhookReceiver()
     async with running_receiver(receiver) as notify_url, running_simulator(keys) as psp_url:
         channel = card(psp_url, keys, http_client, notify_url=notify_url)
-        await set_faults(http_client, psp_url, duplicate_notifications=True)
+        await set_faults(http_client, psp_url, "card", duplicate_notifications=True)
 
         paid = await channel.prepare(
             payment_id=random_id("pay"), amount_minor=99, currency="JPY", description=""
         )
-        await wait_until(lambda: len(receiver.bodies) >= 4, what="the duplicated webhooks")
+        await wait_until(
+            lambda: len(receiver.bodies) >= 4,
+            what="the duplicated webhooks",
+            timeout_s=WEBHOOK_TIMEOUT_S,
+        )
 
     assert receiver.event_codes() == ["AUTHORISATION", "AUTHORISATION", "CAPTURE", "CAPTURE"]
     readings = receiver.read_all(channel)
@@ -402,12 +365,14 @@ async def test_out_of_order_webhooks_bring_the_authorisation_after_the_capture(
     receiver = WebhookReceiver()
     async with running_receiver(receiver) as notify_url, running_simulator(keys) as psp_url:
         channel = card(psp_url, keys, http_client, notify_url=notify_url)
-        await set_faults(http_client, psp_url, out_of_order_notifications=True)
+        await set_faults(http_client, psp_url, "card", out_of_order_notifications=True)
 
         paid = await channel.prepare(
             payment_id=random_id("pay"), amount_minor=700, currency="EUR", description=""
         )
-        await wait_until(lambda: len(receiver.bodies) >= 2, what="the webhooks")
+        await wait_until(
+            lambda: len(receiver.bodies) >= 2, what="the webhooks", timeout_s=WEBHOOK_TIMEOUT_S
+        )
 
     assert receiver.event_codes() == ["CAPTURE", "AUTHORISATION"]
     capture, authorisation = receiver.read_all(channel)
@@ -421,7 +386,7 @@ async def test_lost_webhooks_leave_the_query(http_client: httpx.AsyncClient) -> 
     receiver = WebhookReceiver()
     async with running_receiver(receiver) as notify_url, running_simulator(keys) as psp_url:
         channel = card(psp_url, keys, http_client, notify_url=notify_url)
-        await set_faults(http_client, psp_url, lose_notifications=True)
+        await set_faults(http_client, psp_url, "card", lose_notifications=True)
 
         paid = await channel.prepare(
             payment_id=payment_id, amount_minor=700, currency="EUR", description=""
@@ -497,7 +462,11 @@ async def test_partial_refunds_up_to_the_captured_amount_then_no_more(
         second = await refund(second_id, 600)
         with pytest.raises(ChannelRejected) as exceeded:
             await refund(third_id, 1)
-        await wait_until(lambda: len(receiver.bodies) >= 4, what="the refund webhooks")
+        await wait_until(
+            lambda: len(receiver.bodies) >= 4,
+            what="the refund webhooks",
+            timeout_s=WEBHOOK_TIMEOUT_S,
+        )
         queried = await channel.query_refund(payment_id=payment_id, refund_id=second_id)
         unknown = await channel.query_refund(payment_id=payment_id, refund_id=third_id)
 
@@ -546,7 +515,7 @@ async def test_a_failed_refund_is_notified_and_queried_as_failed(
         await channel.prepare(
             payment_id=payment_id, amount_minor=500, currency="EUR", description=""
         )
-        await set_faults(http_client, psp_url, fail_refunds=True)
+        await set_faults(http_client, psp_url, "card", fail_refunds=True)
 
         accepted = await channel.refund(
             payment_id=payment_id,
@@ -555,9 +524,13 @@ async def test_a_failed_refund_is_notified_and_queried_as_failed(
             currency="EUR",
             reason="requested_by_customer",
         )
-        await wait_until(lambda: len(receiver.bodies) >= 3, what="the refund webhook")
+        await wait_until(
+            lambda: len(receiver.bodies) >= 3,
+            what="the refund webhook",
+            timeout_s=WEBHOOK_TIMEOUT_S,
+        )
         queried = await channel.query_refund(payment_id=payment_id, refund_id=refund_id)
-        await set_faults(http_client, psp_url)
+        await set_faults(http_client, psp_url, "card")
         # A failed refund frees its amount: the whole payment can be refunded again.
         again = await channel.refund(
             payment_id=payment_id,
@@ -633,7 +606,7 @@ async def test_an_unavailable_acquirer_is_unavailable(http_client: httpx.AsyncCl
     payment_id = random_id("pay")
     async with running_simulator(keys) as psp_url:
         channel = card(psp_url, keys, http_client)
-        await set_faults(http_client, psp_url, unavailable=True)
+        await set_faults(http_client, psp_url, "card", unavailable=True)
 
         with pytest.raises(ChannelUnavailable):
             await channel.prepare(

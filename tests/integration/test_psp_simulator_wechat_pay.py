@@ -6,22 +6,18 @@ test's event loop, on ports the operating system picks.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from services.gateway.channels import wechat_pay_protocol as protocol
 from services.gateway.channels.base import (
@@ -35,51 +31,27 @@ from services.gateway.channels.base import (
 )
 from services.gateway.channels.wechat_pay import WeChatPayChannel
 from tests.support import servers
-from tests.support.servers import bind_local_socket, serving
+from tests.support.psp import pay, random_payment_id, random_refund_id, set_faults
+from tests.support.servers import (
+    NotifyReceiver,
+    comes_true_within,
+    running_receiver,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 MCH_ID = "1900000109"
 NOTIFICATION_TIMEOUT_S = 10.0
-POLL_INTERVAL_S = 0.01
 # How long a test watches for a notification that must not come. The fast retry schedule
 # sends the first attempt at once, so a wrongly sent notification would arrive well within it.
 NO_NOTIFICATION_WATCH_S = 0.5
 REFUND_PROCESSING_MS = 20
 
 
-def random_payment_id() -> str:
-    return f"pay_{uuid.uuid4().hex}"
-
-
-def random_refund_id() -> str:
-    return f"ref_{uuid.uuid4().hex}"
-
-
 def random_key() -> str:
     """A fresh 32-byte APIv3 key."""
     return uuid.uuid4().hex
-
-
-async def wait_until(condition: Callable[[], bool], *, what: str, timeout_s: float) -> None:
-    """Poll `condition` until it holds; fail the test after `timeout_s`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(POLL_INTERVAL_S)
-
-
-async def comes_true_within(condition: Callable[[], bool], *, timeout_s: float) -> bool:
-    """Poll `condition` until `timeout_s` passes; return whether it ever held."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(POLL_INTERVAL_S)
-    return True
 
 
 def running_simulator(key: str, **overrides: Any) -> contextlib.AbstractAsyncContextManager[str]:
@@ -99,15 +71,12 @@ class Received:
     headers: dict[str, str]
 
 
-class NotificationReceiver:
+class NotificationReceiver(NotifyReceiver):
     """Records every notification and answers from a script of statuses, then 204."""
 
     def __init__(self, statuses: Sequence[int] = ()) -> None:
         self.statuses = list(statuses)
         self.received: list[Received] = []
-
-    def app(self) -> Starlette:
-        return Starlette(routes=[Route("/notify", self.receive, methods=["POST"])])
 
     async def receive(self, request: Request) -> Response:
         headers = {name.lower(): value for name, value in request.headers.items()}
@@ -117,21 +86,6 @@ class NotificationReceiver:
         if status == 204:
             return Response(status_code=204)
         return Response('{"code":"FAIL","message":"later"}', status_code=status)
-
-
-@asynccontextmanager
-async def running_receiver(receiver: NotificationReceiver) -> AsyncIterator[str]:
-    """Serve `receiver`; yield its notify URL."""
-    listener = bind_local_socket()
-    port = listener.getsockname()[1]
-    async with serving(receiver.app(), listener):
-        yield f"http://127.0.0.1:{port}/notify"
-
-
-@pytest.fixture
-async def http_client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 def wechat_pay(
@@ -147,15 +101,6 @@ def wechat_pay(
         **overrides,
     }
     return WeChatPayChannel(**arguments)
-
-
-async def pay(http_client: httpx.AsyncClient, pay_url: str) -> httpx.Response:
-    return await http_client.post(pay_url, headers={"accept": "application/json"}, timeout=5.0)
-
-
-async def set_faults(http_client: httpx.AsyncClient, psp_url: str, **faults: Any) -> None:
-    response = await http_client.put(f"{psp_url}/_sim/faults/wechat_pay", json=faults, timeout=5.0)
-    assert response.status_code == 200, response.text
 
 
 def read_all(channel: WeChatPayChannel, received: Sequence[Received]) -> list[ChannelNotification]:
@@ -284,7 +229,7 @@ async def test_the_duplicate_fault_notifies_the_same_payment_twice(
     key = random_key()
     receiver = NotificationReceiver()
     async with running_receiver(receiver) as notify_url, running_simulator(key) as psp_url:
-        await set_faults(http_client, psp_url, duplicate_notifications=True)
+        await set_faults(http_client, psp_url, "wechat_pay", duplicate_notifications=True)
         channel = wechat_pay(psp_url, key, http_client, notify_url=notify_url)
         payment_id, prepared = await prepared_and_paid(channel, http_client, currency="JPY")
         await wait_until(
@@ -306,7 +251,7 @@ async def test_the_out_of_order_fault_sends_an_earlier_state_that_is_ignored(
     key = random_key()
     receiver = NotificationReceiver()
     async with running_receiver(receiver) as notify_url, running_simulator(key) as psp_url:
-        await set_faults(http_client, psp_url, out_of_order_notifications=True)
+        await set_faults(http_client, psp_url, "wechat_pay", out_of_order_notifications=True)
         channel = wechat_pay(psp_url, key, http_client, notify_url=notify_url)
         payment_id, _ = await prepared_and_paid(channel, http_client)
         await wait_until(
@@ -330,7 +275,7 @@ async def test_the_lose_fault_sends_nothing_but_the_query_finds_the_payment(
     key = random_key()
     receiver = NotificationReceiver()
     async with running_receiver(receiver) as notify_url, running_simulator(key) as psp_url:
-        await set_faults(http_client, psp_url, lose_notifications=True)
+        await set_faults(http_client, psp_url, "wechat_pay", lose_notifications=True)
         channel = wechat_pay(psp_url, key, http_client, notify_url=notify_url)
         payment_id, prepared = await prepared_and_paid(channel, http_client)
         notified = await comes_true_within(
@@ -478,7 +423,7 @@ async def test_a_failed_refund_is_notified_as_failed_and_its_amount_is_refundabl
     async with running_receiver(receiver) as notify_url, running_simulator(key) as psp_url:
         channel = wechat_pay(psp_url, key, http_client, notify_url=notify_url)
         payment_id, _ = await prepared_and_paid(channel, http_client, amount_minor=500)
-        await set_faults(http_client, psp_url, fail_refunds=True)
+        await set_faults(http_client, psp_url, "wechat_pay", fail_refunds=True)
         failing = await channel.refund(
             payment_id=payment_id,
             refund_id=failing_refund_id,
@@ -486,7 +431,7 @@ async def test_a_failed_refund_is_notified_as_failed_and_its_amount_is_refundabl
             currency="CNY",
             reason="",
         )
-        await set_faults(http_client, psp_url)
+        await set_faults(http_client, psp_url, "wechat_pay")
         await wait_until(
             lambda: len(receiver.received) >= 2,
             what="the payment and refund notifications",
@@ -576,7 +521,7 @@ async def test_the_unavailable_fault_makes_the_api_unavailable_but_not_the_payer
         prepared = await channel.prepare(
             payment_id=payment_id, amount_minor=100, currency="CNY", description=""
         )
-        await set_faults(http_client, psp_url, unavailable=True)
+        await set_faults(http_client, psp_url, "wechat_pay", unavailable=True)
         with pytest.raises(ChannelUnavailable):
             await channel.prepare(
                 payment_id=random_payment_id(), amount_minor=100, currency="CNY", description=""
@@ -598,7 +543,7 @@ async def test_the_decline_fault_rejects_new_trades_only(http_client: httpx.Asyn
         existing = await channel.prepare(
             payment_id=existing_id, amount_minor=100, currency="CNY", description=""
         )
-        await set_faults(http_client, psp_url, decline_payments=True)
+        await set_faults(http_client, psp_url, "wechat_pay", decline_payments=True)
         with pytest.raises(ChannelRejected) as raised:
             await channel.prepare(
                 payment_id=random_payment_id(), amount_minor=100, currency="CNY", description=""

@@ -1,16 +1,24 @@
 """In-process HTTP servers for tests: the PSP simulator and small receivers, each served by
-uvicorn on a socket bound to 127.0.0.1 inside the test's event loop."""
+uvicorn on a socket bound to 127.0.0.1 inside the test's event loop.
+
+Also the fine-grained polling that such tests use to wait for what those servers do.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from services.psp_simulator.app import create_app
 from services.psp_simulator.settings import PspSimulatorSettings
@@ -22,13 +30,25 @@ POLL_INTERVAL_S = 0.01
 FAST_RETRY_SCHEDULE_MS = [0, 50, 100]
 
 
-async def _wait_for(condition: Any, what: str) -> None:
+async def comes_true_within(condition: Callable[[], bool], *, timeout_s: float) -> bool:
+    """Poll `condition` until `timeout_s` passes; return whether it ever held.
+
+    Polls every POLL_INTERVAL_S on the event loop's clock: for state that servers running
+    in this event loop change (see tests.support.polling for other processes).
+    """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + STARTUP_TIMEOUT_S
+    deadline = loop.time() + timeout_s
     while not condition():
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {STARTUP_TIMEOUT_S} s waiting for {what}")
+            return False
         await asyncio.sleep(POLL_INTERVAL_S)
+    return True
+
+
+async def wait_until(condition: Callable[[], bool], *, what: str, timeout_s: float) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout_s`."""
+    if not await comes_true_within(condition, timeout_s=timeout_s):
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def bind_local_socket() -> socket.socket:
@@ -53,7 +73,9 @@ async def serving(app: Any, listener: socket.socket) -> AsyncIterator[uvicorn.Se
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[listener]))
     try:
-        await _wait_for(lambda: server.started or task.done(), "uvicorn")
+        await wait_until(
+            lambda: server.started or task.done(), what="uvicorn", timeout_s=STARTUP_TIMEOUT_S
+        )
         if task.done():
             task.result()
             raise AssertionError("uvicorn stopped during startup")
@@ -96,3 +118,27 @@ async def wait_until_healthy(client: httpx.AsyncClient, url: str) -> None:
         if loop.time() > deadline:
             raise AssertionError(f"{url} did not become healthy within {STARTUP_TIMEOUT_S} s")
         await asyncio.sleep(POLL_INTERVAL_S)
+
+
+class NotifyReceiver(ABC):
+    """A small server that takes the simulator's notifications: one route, POST /notify.
+
+    Subclasses record what arrives and decide the answer in `receive`.
+    """
+
+    @abstractmethod
+    async def receive(self, request: Request) -> Response:
+        """Handle one notification POSTed to /notify."""
+
+    def app(self) -> Starlette:
+        """The Starlette app that hands every POST to /notify to `receive`."""
+        return Starlette(routes=[Route("/notify", self.receive, methods=["POST"])])
+
+
+@asynccontextmanager
+async def running_receiver(receiver: NotifyReceiver) -> AsyncIterator[str]:
+    """Serve `receiver` on 127.0.0.1; yield its notify URL."""
+    listener = bind_local_socket()
+    port = listener.getsockname()[1]
+    async with serving(receiver.app(), listener):
+        yield f"http://127.0.0.1:{port}/notify"
