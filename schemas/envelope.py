@@ -9,19 +9,46 @@ a payload can always be validated against exactly one shape.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.topics import Topic
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128)]
 
 
+def check_storable_text(value: object) -> None:
+    """Raise ValueError when `value` holds text PostgreSQL cannot store: a NUL character,
+    or a lone surrogate that has no UTF-8 encoding. Walks lists, tuples and dict keys and
+    values; nested models check themselves."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text must not contain the NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError("text must be valid Unicode (no lone surrogates)") from error
+    elif isinstance(value, list | tuple):
+        for item in value:
+            check_storable_text(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_storable_text(key)
+            check_storable_text(item)
+
+
 class Contract(BaseModel):
-    """Base of every payload model: immutable and strict about unknown fields."""
+    """Base of every payload model: immutable, strict about unknown fields, and holding
+    only text that can be stored."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="after")
+    def _text_is_storable(self) -> Self:
+        for _, value in self:
+            check_storable_text(value)
+        return self
 
 
 class Event(Contract):

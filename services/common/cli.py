@@ -128,6 +128,16 @@ def export_schemas(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def ledger_rebuild(_: argparse.Namespace) -> int:
+    """Replay the event log and compare every ledger balance; non-zero on a difference."""
+    from services.ledger import rebuild
+
+    settings = ServiceSettings()
+    return rebuild.run(
+        settings.kafka_bootstrap_servers, settings.database_url, settings.kafka_topic_prefix
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="payrail", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     export = commands.add_parser("export-schemas", help="write JSON Schema and AsyncAPI files")
     export.add_argument("--check", action="store_true", help="fail when the files are stale")
     export.set_defaults(handler=export_schemas)
+    ledger = commands.add_parser("ledger", help="ledger operations").add_subparsers(
+        dest="ledger_command", required=True
+    )
+    ledger.add_parser(
+        "rebuild", help="replay the event log and compare every balance with the live ledger"
+    ).set_defaults(handler=ledger_rebuild)
     arguments = parser.parse_args(argv)
     code: int = arguments.handler(arguments)
     return code

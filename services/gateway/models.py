@@ -8,6 +8,7 @@ from typing import Annotated, Any, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.common import Channel, FeePlan
+from schemas.envelope import check_storable_text
 from schemas.merchants import MerchantStatus, SettlementTerms
 from schemas.money import CurrencyCode, PositiveAmountMinor
 from schemas.payments import Metadata, Payer
@@ -15,6 +16,12 @@ from schemas.payments import Metadata, Payer
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _text_is_storable(self) -> Self:
+        for _, value in self:
+            check_storable_text(value)
+        return self
 
 
 class FailureView(BaseModel):

@@ -15,12 +15,8 @@ from pydantic import BaseModel
 from schemas import Event, Topic
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
-from services.ledger.handlers import (
-    BALANCES_LIMIT_MAX,
-    ENTRY_RULES,
-    post_event,
-    read_balances,
-)
+from services.ledger.domain import ENTRY_RULES
+from services.ledger.handlers import BALANCES_LIMIT_MAX, post_event, read_balances
 from services.ledger.settings import LedgerSettings
 
 SERVICE_NAME = "ledger"

@@ -12,12 +12,19 @@ displayed balance is the negated sum of its postings.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from schemas.common import Channel, FeePlan
+from schemas.envelope import Event
 from schemas.ledger import Posting
-from schemas.payments import PaymentPaidAfterClosePayload, PaymentSucceededPayload
-from schemas.refunds import RefundInitiator, RefundSucceededPayload
+from schemas.payments import (
+    PaymentPaidAfterClose,
+    PaymentPaidAfterClosePayload,
+    PaymentSucceeded,
+    PaymentSucceededPayload,
+)
+from schemas.refunds import RefundInitiator, RefundSucceeded, RefundSucceededPayload
 from services.common.invariant import invariant
 
 BASIS_POINTS_PER_UNIT = 10_000
@@ -226,3 +233,20 @@ def check_balanced(postings: Sequence[Posting]) -> None:
             raise UnbalancedEntry(
                 f"{currency} postings sum to {total_minor}, not 0", currency=currency
             )
+
+
+# Which entry each money-moving event posts: its kind and its postings (pure domain).
+ENTRY_RULES: dict[type[Event], tuple[str, Callable[[Any], list[Posting]]]] = {
+    PaymentSucceeded: (
+        PAYMENT_SUCCEEDED_KIND,
+        lambda event: payment_succeeded_entry(event.payload, event.merchant_id),
+    ),
+    PaymentPaidAfterClose: (
+        PAID_AFTER_CLOSE_KIND,
+        lambda event: paid_after_close_entry(event.payload),
+    ),
+    RefundSucceeded: (
+        REFUND_SUCCEEDED_KIND,
+        lambda event: refund_succeeded_entry(event.payload, event.merchant_id),
+    ),
+}

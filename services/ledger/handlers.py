@@ -7,30 +7,18 @@ are written in that same transaction, so they commit together or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import structlog
 
 from schemas import Event
 from schemas.ledger import JournalEntryPosted, JournalEntryPostedPayload, Posting
-from schemas.payments import PaymentPaidAfterClose, PaymentSucceeded
-from schemas.refunds import RefundSucceeded
 from services.common.clock import Clock
 from services.common.decisions import Decision, Emit
 from services.common.event_store import record_decision
-from services.ledger.domain import (
-    PAID_AFTER_CLOSE_KIND,
-    PAYMENT_SUCCEEDED_KIND,
-    REFUND_SUCCEEDED_KIND,
-    check_balanced,
-    entry_id_for,
-    paid_after_close_entry,
-    payment_succeeded_entry,
-    refund_succeeded_entry,
-)
+from services.ledger.domain import ENTRY_RULES, check_balanced, entry_id_for
 
 log = structlog.get_logger(__name__)
 
@@ -81,23 +69,6 @@ class AccountBalance:
     account_id: str
     currency: str
     balance_minor: int
-
-
-# Which entry each money-moving event posts: its kind and its postings (pure domain).
-ENTRY_RULES: dict[type[Event], tuple[str, Callable[[Any], list[Posting]]]] = {
-    PaymentSucceeded: (
-        PAYMENT_SUCCEEDED_KIND,
-        lambda event: payment_succeeded_entry(event.payload, event.merchant_id),
-    ),
-    PaymentPaidAfterClose: (
-        PAID_AFTER_CLOSE_KIND,
-        lambda event: paid_after_close_entry(event.payload),
-    ),
-    RefundSucceeded: (
-        REFUND_SUCCEEDED_KIND,
-        lambda event: refund_succeeded_entry(event.payload, event.merchant_id),
-    ),
-}
 
 
 async def post_event(connection: asyncpg.Connection, event: Event, *, clock: Clock) -> str | None:
