@@ -38,6 +38,7 @@ payrail is running.
   Admin key        {info.admin_key}
   PSP simulator    {info.psp_base_url}
   Kafka            {info.kafka_bootstrap_servers}
+  Database         {info.database_url}
   Logs             {info.log_dir}/
   Demo webhooks    {info.demo_webhook_log}
 
