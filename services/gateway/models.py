@@ -139,6 +139,7 @@ class BalanceAmount(BaseModel):
     currency: str
     pending: int
     available: int
+    reserve: int = 0
 
 
 class BalanceView(BaseModel):

@@ -309,6 +309,7 @@ async def get_balance(request: Request, merchant: MerchantDependency) -> Any:
                 currency=currency,
                 pending=buckets.get("pending", 0),
                 available=buckets.get("available", 0),
+                reserve=buckets.get("reserve", 0),
             )
             for currency, buckets in by_currency.items()
         ],
