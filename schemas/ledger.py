@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -32,3 +33,29 @@ class JournalEntryPosted(Event):
     event_type: Literal["JournalEntryPosted"] = "JournalEntryPosted"
     schema_version: Literal[1] = 1
     payload: JournalEntryPostedPayload
+
+
+class SettlementLine(Contract):
+    """One journal entry a settlement covers and what it changes for the merchant."""
+
+    entry_id: str = Field(min_length=1, max_length=128)
+    kind: str = Field(min_length=1, max_length=64)
+    source_event_id: str = Field(min_length=1, max_length=128)
+    amount_minor: SignedAmountMinor = Field(description="Positive adds to what is owed.")
+
+
+class SettlementCreatedPayload(Contract):
+    batch_id: str = Field(min_length=1, max_length=128)
+    currency: CurrencyCode
+    settlement_date: date
+    net_minor: SignedAmountMinor
+    lines: tuple[SettlementLine, ...] = Field(min_length=1)
+
+
+class SettlementCreated(Event):
+    """Funds of one merchant, currency and day moved from pending to available."""
+
+    topic: ClassVar[Topic] = Topic.LEDGER_EVENTS
+    event_type: Literal["SettlementCreated"] = "SettlementCreated"
+    schema_version: Literal[1] = 1
+    payload: SettlementCreatedPayload

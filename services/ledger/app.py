@@ -6,18 +6,27 @@ the broker and the outbox relay start in the app's lifespan.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
 
 import asyncpg
-from fastapi import FastAPI, Query, Request
-from pydantic import BaseModel
+from fastapi import FastAPI, Query, Request, Response
+from pydantic import BaseModel, Field
 
 from schemas import Event, Topic
+from schemas.merchants import MerchantOnboarded, MerchantUpdated
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
 from services.ledger.domain import ENTRY_RULES
 from services.ledger.handlers import BALANCES_LIMIT_MAX, post_event, read_balances
 from services.ledger.settings import LedgerSettings
+from services.ledger.settlement import statement_csv
+from services.ledger.settlement_run import (
+    SettlementBatch,
+    load_batch_lines,
+    record_merchant_terms,
+    run_settlements,
+)
 
 SERVICE_NAME = "ledger"
 
@@ -37,6 +46,10 @@ async def wire_ledger(context: ServiceContext) -> None:
         await post_event(connection, event, clock=context.clock)
 
     context.consume(Topic.PAYMENTS_EVENTS, dict.fromkeys(ENTRY_RULES, post))
+    context.consume(
+        Topic.MERCHANTS_EVENTS,
+        {MerchantOnboarded: record_merchant_terms, MerchantUpdated: record_merchant_terms},
+    )
 
 
 def _add_internal_routes(app: FastAPI) -> None:
@@ -62,6 +75,30 @@ def _add_internal_routes(app: FastAPI) -> None:
         ]
 
 
+class SettlementRunRequest(BaseModel):
+    as_of: date = Field(description="The settlement day: entries due by it are settled.")
+
+
+def _add_settlement_routes(app: FastAPI) -> None:
+    @app.post("/internal/v1/settlements/run", response_model=list[SettlementBatch])
+    async def run(request: Request, body: SettlementRunRequest) -> list[SettlementBatch]:
+        """Settle every merchant for `as_of`; idempotent: a day settled once creates nothing
+        more. Returns the batches created by this run."""
+        context: ServiceContext = request.app.state.context
+        return await run_settlements(context.pool, body.as_of, context.clock)
+
+    @app.get("/internal/v1/settlements/{batch_id}/statement.csv")
+    async def statement(request: Request, batch_id: str) -> Response:
+        """The CSV settlement statement of one batch."""
+        context: ServiceContext = request.app.state.context
+        found = await load_batch_lines(context.pool, batch_id)
+        if found is None:
+            return Response("unknown settlement batch\n", status_code=404)
+        batch, lines = found
+        text = statement_csv(batch_id, batch["settlement_date"], batch["currency"].strip(), lines)
+        return Response(text, media_type="text/csv")
+
+
 def create_app(settings: LedgerSettings | None = None, clock: Clock | None = None) -> FastAPI:
     """The ledger's ASGI app; run its lifespan to start consuming and publishing."""
     ledger_settings = settings or LedgerSettings()
@@ -74,4 +111,5 @@ def create_app(settings: LedgerSettings | None = None, clock: Clock | None = Non
         app=FastAPI(title="payrail ledger"),
     )
     _add_internal_routes(app)
+    _add_settlement_routes(app)
     return app

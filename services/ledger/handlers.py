@@ -16,6 +16,7 @@ import structlog
 from schemas import Event
 from schemas.ledger import JournalEntryPosted, JournalEntryPostedPayload, Posting
 from services.common.clock import Clock
+from services.common.db import Connection
 from services.common.decisions import Decision, Emit
 from services.common.event_store import record_decision
 from services.ledger.domain import ENTRY_RULES, check_balanced, entry_id_for
@@ -78,7 +79,7 @@ async def post_event(connection: asyncpg.Connection, event: Event, *, clock: Clo
 
 
 async def post_entry(
-    connection: asyncpg.Connection,
+    connection: Connection,
     event: Event,
     kind: str,
     postings: Sequence[Posting],
@@ -131,7 +132,7 @@ async def post_entry(
 
 
 async def _insert_postings(
-    connection: asyncpg.Connection, entry_id: str, postings: Sequence[Posting]
+    connection: Connection, entry_id: str, postings: Sequence[Posting]
 ) -> None:
     await connection.executemany(
         _INSERT_POSTING,
