@@ -230,6 +230,7 @@ class Platform:
                 "PAYRAIL_ADMIN_KEY": admin_key,
                 "PAYRAIL_PSP_BASE_URL": psp_url,
                 "PAYRAIL_NOTIFIER_URL": notifier_url,
+                "PAYRAIL_LEDGER_URL": f"http://127.0.0.1:{s.ledger_port}",
             },
         )
         self._spawn(

@@ -31,6 +31,7 @@ from services.gateway import (
     payments_api,
     projections,
     refunds_api,
+    settlements_api,
     webhooks_api,
 )
 from services.gateway.channel_results import (
@@ -74,14 +75,25 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
     )
     app.state.gateway_settings = gateway_settings
     install_problem_handlers(app)
-    for module in (payments_api, refunds_api, events_api, admin_api, webhooks_api, channels_api):
+    for module in (
+        payments_api,
+        refunds_api,
+        events_api,
+        admin_api,
+        settlements_api,
+        webhooks_api,
+        channels_api,
+    ):
         app.include_router(module.router)
 
     async def wire(context: ServiceContext) -> None:
         timeout = httpx.Timeout(gateway_settings.channel_timeout_ms / 1000)
         channel_client = httpx.AsyncClient(timeout=timeout)
         notifier_client = httpx.AsyncClient(base_url=gateway_settings.notifier_url, timeout=timeout)
-        context.on_stop.extend([channel_client.aclose, notifier_client.aclose])
+        ledger_client = httpx.AsyncClient(base_url=gateway_settings.ledger_url, timeout=timeout)
+        context.on_stop.extend(
+            [channel_client.aclose, notifier_client.aclose, ledger_client.aclose]
+        )
         channels: dict[Channel, ChannelAdapter] = {
             Channel.ALIPAY: AlipayChannel(
                 base_url=gateway_settings.psp_base_url,
@@ -121,6 +133,7 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         app.state.payment_updates = payment_updates
         app.state.channels = channels
         app.state.notifier_client = notifier_client
+        app.state.ledger_client = ledger_client
         calls = ChannelCalls(channels=channels, circuits=circuits, clock=context.clock)
         context.consume(
             Topic.CHANNEL_COMMANDS,

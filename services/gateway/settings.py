@@ -63,6 +63,9 @@ class GatewaySettings(ServiceSettings):
         le=3_600_000,
         description="How long an open circuit refuses calls before one is tried again.",
     )
+    ledger_url: str = Field(
+        default="http://127.0.0.1:8002", description="Internal URL of the ledger service."
+    )
     notifier_url: str = Field(
         default="http://127.0.0.1:8004", description="Internal URL of the notifier service."
     )
