@@ -59,3 +59,14 @@ class SettlementCreated(Event):
     event_type: Literal["SettlementCreated"] = "SettlementCreated"
     schema_version: Literal[1] = 1
     payload: SettlementCreatedPayload
+
+
+class SettlementBatchSummary(Contract):
+    """What a settlement run reports for each batch it created."""
+
+    batch_id: str = Field(min_length=1, max_length=128)
+    merchant_id: str = Field(min_length=1, max_length=128)
+    currency: CurrencyCode
+    settlement_date: date
+    net_minor: SignedAmountMinor
+    line_count: int = Field(ge=1)

@@ -9,6 +9,7 @@ import httpx
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from schemas.ledger import SettlementBatchSummary
 from services.gateway.auth import AdminDependency
 from services.gateway.models import Body
 from services.gateway.problems import PROBLEM_RESPONSES, ApiProblem
@@ -22,18 +23,9 @@ class SettlementRunRequest(Body):
     as_of: date = Field(description="The settlement day: funds due by it are settled.")
 
 
-class SettlementBatchView(BaseModel):
-    batch_id: str
-    merchant_id: str
-    currency: str
-    settlement_date: date
-    net_minor: int
-    line_count: int
-
-
 class SettlementRunView(BaseModel):
     as_of: date
-    created: list[SettlementBatchView] = Field(
+    created: list[SettlementBatchSummary] = Field(
         description="Batches this run created; a day run again creates none."
     )
 

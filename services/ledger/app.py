@@ -14,6 +14,7 @@ from fastapi import FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from schemas import Event, Topic
+from schemas.ledger import SettlementBatchSummary
 from schemas.merchants import MerchantOnboarded, MerchantUpdated
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
@@ -22,7 +23,6 @@ from services.ledger.handlers import BALANCES_LIMIT_MAX, post_event, read_balanc
 from services.ledger.settings import LedgerSettings
 from services.ledger.settlement import statement_csv
 from services.ledger.settlement_run import (
-    SettlementBatch,
     load_batch_lines,
     record_merchant_terms,
     run_settlements,
@@ -80,8 +80,8 @@ class SettlementRunRequest(BaseModel):
 
 
 def _add_settlement_routes(app: FastAPI) -> None:
-    @app.post("/internal/v1/settlements/run", response_model=list[SettlementBatch])
-    async def run(request: Request, body: SettlementRunRequest) -> list[SettlementBatch]:
+    @app.post("/internal/v1/settlements/run", response_model=list[SettlementBatchSummary])
+    async def run(request: Request, body: SettlementRunRequest) -> list[SettlementBatchSummary]:
         """Settle every merchant for `as_of`; idempotent: a day settled once creates nothing
         more. Returns the batches created by this run."""
         context: ServiceContext = request.app.state.context

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import date
 
 import asyncpg
 import structlog
 
-from schemas.ledger import SettlementCreated, SettlementCreatedPayload, SettlementLine
+from schemas.ledger import (
+    SettlementBatchSummary,
+    SettlementCreated,
+    SettlementCreatedPayload,
+    SettlementLine,
+)
 from schemas.merchants import MerchantOnboarded, MerchantUpdated, SettlementTerms
 from services.common.clock import Clock
 from services.common.db import Connection
@@ -48,16 +52,6 @@ ORDER BY e.occurred_at, e.entry_id
 """
 
 
-@dataclass(frozen=True)
-class SettlementBatch:
-    batch_id: str
-    merchant_id: str
-    currency: str
-    settlement_date: date
-    net_minor: int
-    line_count: int
-
-
 def batch_id_for(merchant_id: str, currency: str, day: date) -> str:
     return f"stl_{uuid.uuid5(_BATCH_NAMESPACE, f'{merchant_id}/{currency}/{day}').hex}"
 
@@ -79,9 +73,11 @@ async def record_merchant_terms(
     )
 
 
-async def run_settlements(pool: asyncpg.Pool, as_of: date, clock: Clock) -> list[SettlementBatch]:
+async def run_settlements(
+    pool: asyncpg.Pool, as_of: date, clock: Clock
+) -> list[SettlementBatchSummary]:
     """Settle every merchant's entries due by `as_of`; returns the batches created now."""
-    created: list[SettlementBatch] = []
+    created: list[SettlementBatchSummary] = []
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock(hashtext('ledger:settlement'))")
         for row in await connection.fetch("SELECT * FROM merchant_terms ORDER BY merchant_id"):
@@ -100,7 +96,7 @@ async def _settle_merchant(
     terms: SettlementTerms,
     as_of: date,
     clock: Clock,
-) -> list[SettlementBatch]:
+) -> list[SettlementBatchSummary]:
     candidates = await connection.fetch(
         _DUE_CANDIDATES, merchant_id, merchant_pending_account(merchant_id), list(SETTLED_KINDS)
     )
@@ -167,7 +163,16 @@ async def _settle_merchant(
             ],
         )
         log.info("settlement_created", batch_id=batch_id, net_minor=net, lines=len(lines))
-        batches.append(SettlementBatch(batch_id, merchant_id, currency, as_of, net, len(lines)))
+        batches.append(
+            SettlementBatchSummary(
+                batch_id=batch_id,
+                merchant_id=merchant_id,
+                currency=currency,
+                settlement_date=as_of,
+                net_minor=net,
+                line_count=len(lines),
+            )
+        )
     return batches
 
 
