@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from schemas import Message, Topic
 from schemas.channels import CloseChannelTrade, QueryChannelPayment, SubmitChannelPayment
 from schemas.common import Channel
-from schemas.ledger import JournalEntryPosted
+from schemas.ledger import JournalEntryPosted, SettlementCreated
 from schemas.orders import OrderCancelled, OrderPlaced
 from schemas.payments import PaymentPaidAfterClose
 from schemas.refunds import (
@@ -85,6 +85,7 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         channels_api,
     ):
         app.include_router(module.router)
+    app.include_router(settlements_api.admin)
 
     async def wire(context: ServiceContext) -> None:
         timeout = httpx.Timeout(gateway_settings.channel_timeout_ms / 1000)
@@ -150,7 +151,11 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
             dict.fromkeys(PROJECTED_PAYMENT_EVENTS, projections.project_payment_event),
         )
         context.consume(
-            Topic.LEDGER_EVENTS, {JournalEntryPosted: projections.project_journal_entry}
+            Topic.LEDGER_EVENTS,
+            {
+                JournalEntryPosted: projections.project_journal_entry,
+                SettlementCreated: projections.project_settlement,
+            },
         )
         context.consume(
             Topic.ORDERS,

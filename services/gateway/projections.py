@@ -7,7 +7,7 @@ import json
 import asyncpg
 
 from schemas import Event
-from schemas.ledger import JournalEntryPosted
+from schemas.ledger import JournalEntryPosted, SettlementCreated
 from schemas.payments import PaymentActionRequired, PaymentCreated, PaymentFailed
 from schemas.public_events import PUBLIC_EVENT_TYPES, public_event_document
 from schemas.refunds import RefundFailed, RefundRefused, RefundRequested, RefundSucceeded
@@ -177,3 +177,20 @@ async def project_journal_entry(connection: asyncpg.Connection, event: JournalEn
             name,
             -posting.amount_minor,
         )
+
+
+async def project_settlement(connection: asyncpg.Connection, event: SettlementCreated) -> None:
+    """Keep a merchant's settlement batch, with its lines, for the merchant API."""
+    batch = event.payload
+    await connection.execute(
+        "INSERT INTO settlements (batch_id, merchant_id, currency, settlement_date, net_minor,"
+        " lines, created_at) VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7)"
+        " ON CONFLICT DO NOTHING",
+        batch.batch_id,
+        event.merchant_id,
+        batch.currency,
+        batch.settlement_date,
+        batch.net_minor,
+        json.dumps([line.model_dump(mode="json") for line in batch.lines]),
+        event.occurred_at,
+    )

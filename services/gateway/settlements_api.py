@@ -1,20 +1,32 @@
-"""Admin API: settlement runs, carried out by the ledger (which owns the journal)."""
+"""Settlements: admins run them (the ledger, which owns the journal, carries them out);
+merchants read their batches, line by line, and download each batch's CSV statement."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
+import asyncpg
 import httpx
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from schemas.ledger import SettlementBatchSummary
-from services.gateway.auth import AdminDependency
+from schemas.ledger import SettlementBatchSummary, SettlementLine
+from schemas.statements import statement_csv
+from services.gateway.auth import AdminDependency, MerchantDependency
+from services.gateway.listing import (
+    LIMIT_DEFAULT,
+    Limit,
+    Page,
+    StartingAfter,
+    page_of,
+    unknown_cursor,
+)
 from services.gateway.models import Body
 from services.gateway.problems import PROBLEM_RESPONSES, ApiProblem
 
-router = APIRouter(
+router = APIRouter(responses=PROBLEM_RESPONSES)
+admin = APIRouter(
     prefix="/v1/admin", tags=["admin"], dependencies=[AdminDependency], responses=PROBLEM_RESPONSES
 )
 
@@ -30,7 +42,7 @@ class SettlementRunView(BaseModel):
     )
 
 
-@router.post("/settlements/run", response_model=SettlementRunView)
+@admin.post("/settlements/run", response_model=SettlementRunView)
 async def run_settlements(body: SettlementRunRequest, request: Request) -> Any:
     """Settle every merchant for `as_of` under its T+N terms and cutoff. Idempotent."""
     client: httpx.AsyncClient = request.app.state.ledger_client
@@ -42,3 +54,93 @@ async def run_settlements(body: SettlementRunRequest, request: Request) -> Any:
     except httpx.HTTPError as error:
         raise ApiProblem(503, "ledger_unavailable", "Ledger unavailable", repr(error)) from error
     return SettlementRunView(as_of=body.as_of, created=answer.json())
+
+
+class SettlementView(BaseModel):
+    id: str
+    object: str = "settlement"
+    currency: str
+    settlement_date: date
+    net: int = Field(description="Minor units moved from pending to available (may be < 0).")
+    lines: list[SettlementLine]
+    created_at: datetime
+
+
+class SettlementPage(Page):
+    data: list[SettlementView]
+
+
+def _settlement_view(row: asyncpg.Record) -> SettlementView:
+    return SettlementView(
+        id=row["batch_id"],
+        currency=row["currency"],
+        settlement_date=row["settlement_date"],
+        net=row["net_minor"],
+        lines=row["lines"],
+        created_at=row["created_at"],
+    )
+
+
+async def _load_settlement(request: Request, merchant_id: str, batch_id: str) -> SettlementView:
+    row = await request.app.state.context.pool.fetchrow(
+        "SELECT * FROM settlements WHERE batch_id = $1 AND merchant_id = $2",
+        batch_id,
+        merchant_id,
+    )
+    if row is None:
+        raise ApiProblem(
+            404, "settlement_not_found", "Settlement not found", f"No settlement {batch_id}."
+        )
+    return _settlement_view(row)
+
+
+@router.get("/v1/settlements", response_model=SettlementPage, tags=["settlements"])
+async def list_settlements(
+    request: Request,
+    merchant: MerchantDependency,
+    limit: Limit = LIMIT_DEFAULT,
+    starting_after: StartingAfter = None,
+) -> Any:
+    """The merchant's settlement batches, newest first, with cursor pagination."""
+    pool: asyncpg.Pool = request.app.state.context.pool
+    async with pool.acquire() as connection:
+        if starting_after is not None and not await connection.fetchval(
+            "SELECT true FROM settlements WHERE batch_id = $1 AND merchant_id = $2",
+            starting_after,
+            merchant.merchant_id,
+        ):
+            raise unknown_cursor(starting_after)
+        rows = await connection.fetch(
+            "SELECT * FROM settlements WHERE merchant_id = $1"
+            " AND ($2::text IS NULL OR (created_at, batch_id) <"
+            "      (SELECT created_at, batch_id FROM settlements WHERE batch_id = $2))"
+            " ORDER BY created_at DESC, batch_id DESC LIMIT $3",
+            merchant.merchant_id,
+            starting_after,
+            limit + 1,
+        )
+    page, has_more, cursor = page_of(list(rows), limit, "batch_id")
+    return SettlementPage(
+        data=[_settlement_view(row) for row in page], has_more=has_more, next_cursor=cursor
+    )
+
+
+@router.get("/v1/settlements/{batch_id}", response_model=SettlementView, tags=["settlements"])
+async def get_settlement(batch_id: str, request: Request, merchant: MerchantDependency) -> Any:
+    """One settlement batch with its lines. Another merchant's batch is not found."""
+    return await _load_settlement(request, merchant.merchant_id, batch_id)
+
+
+@router.get(
+    "/v1/settlements/{batch_id}/statement.csv",
+    tags=["settlements"],
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}, "description": "The CSV statement"}},
+)
+async def settlement_statement(
+    batch_id: str, request: Request, merchant: MerchantDependency
+) -> Response:
+    """The batch's statement: one row per settled entry, then the net, in minor units."""
+    view = await _load_settlement(request, merchant.merchant_id, batch_id)
+    text = statement_csv(view.id, view.settlement_date, view.currency, view.lines)
+    return Response(text, media_type="text/csv")

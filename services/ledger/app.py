@@ -16,12 +16,12 @@ from pydantic import BaseModel, Field
 from schemas import Event, Topic
 from schemas.ledger import SettlementBatchSummary
 from schemas.merchants import MerchantOnboarded, MerchantUpdated
+from schemas.statements import statement_csv
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
 from services.ledger.domain import ENTRY_RULES
 from services.ledger.handlers import BALANCES_LIMIT_MAX, post_event, read_balances
 from services.ledger.settings import LedgerSettings
-from services.ledger.settlement import statement_csv
 from services.ledger.settlement_run import (
     load_batch_lines,
     record_merchant_terms,

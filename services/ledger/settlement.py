@@ -10,12 +10,10 @@ be negative (refunds after earlier settlements), which moves money back from ava
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from schemas.ledger import Posting, SettlementLine
+from schemas.ledger import Posting
 from schemas.merchants import SettlementTerms
 from services.common.invariant import invariant
 from services.ledger.domain import check_balanced, merchant_account_prefix, merchant_pending_account
@@ -68,38 +66,3 @@ def settlement_entry(merchant_id: str, currency: str, net_minor: int) -> list[Po
     ]
     check_balanced(postings)
     return postings
-
-
-def statement_csv(
-    batch_id: str, settlement_date: date, currency: str, lines: list[SettlementLine]
-) -> str:
-    """The settlement statement of one batch: a line per settled entry, then the net.
-    Amounts are minor units, positive for what the merchant is owed."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        [
-            "batch_id",
-            "settlement_date",
-            "entry_id",
-            "kind",
-            "source_event_id",
-            "currency",
-            "amount_minor",
-        ]
-    )
-    for line in lines:
-        writer.writerow(
-            [
-                batch_id,
-                settlement_date.isoformat(),
-                line.entry_id,
-                line.kind,
-                line.source_event_id,
-                currency,
-                line.amount_minor,
-            ]
-        )
-    net = sum(line.amount_minor for line in lines)
-    writer.writerow([batch_id, settlement_date.isoformat(), "", "net", "", currency, net])
-    return buffer.getvalue()

@@ -64,6 +64,25 @@ def test_settlement_moves_a_t_plus_one_merchants_net_to_available_once(
             (batch,) = batches_for(tomorrow)
             assert (batch["net_minor"], batch["line_count"], batch["currency"]) == (net, 3, "CNY")
             assert batches_for(tomorrow) == []
+            # The merchant reads the batch, its lines and its CSV statement.
+            listed = eventually(
+                lambda: shop.get("/v1/settlements").json()["data"], what="the settlement listed"
+            )
+            assert [item["id"] for item in listed] == [batch["batch_id"]]
+            detail = shop.get(f"/v1/settlements/{batch['batch_id']}").json()
+            assert detail["net"] == net
+            assert sorted(line["amount_minor"] for line in detail["lines"]) == [
+                -4_000,
+                2_485,
+                9_940,
+            ]
+            csv = shop.get(f"/v1/settlements/{batch['batch_id']}/statement.csv")
+            assert csv.headers["content-type"].startswith("text/csv")
+            assert csv.text.strip().splitlines()[-1].endswith(f",net,,CNY,{net}")
+            other = as_merchant(info, info.demo_api_key or "")
+            with other:
+                hidden = other.get(f"/v1/settlements/{batch['batch_id']}")
+                assert (hidden.status_code, hidden.json()["code"]) == (404, "settlement_not_found")
             eventually(
                 lambda: (
                     balance_of(shop, "CNY")
