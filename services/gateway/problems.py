@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -77,6 +78,19 @@ def classify_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, list[
 
 
 def install_problem_handlers(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def refuse_nul_in_url(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # PostgreSQL text cannot hold NUL: a path or query value carrying one could never
+        # name anything, so it is refused before any handler passes it to the database.
+        values = [request.url.path, *request.query_params.values()]
+        if any("\x00" in value for value in values):
+            return problem_response(
+                422, "invalid_request", "Invalid request", "URLs must not contain NUL (%00)."
+            )
+        return await call_next(request)
+
     @app.exception_handler(ApiProblem)
     async def on_api_problem(_: Request, problem: ApiProblem) -> JSONResponse:
         return problem_response(problem.status, problem.code, problem.title, problem.detail)
