@@ -15,6 +15,7 @@ log = structlog.get_logger(__name__)
 router = APIRouter(tags=["channels"], include_in_schema=False)
 
 NOTIFICATION_SIZE_MAX_BYTES = 16_384
+RECORD_ATTEMPTS_MAX = 3
 
 
 def _answer(adapter: ChannelAdapter, *, accepted: bool) -> Response:
@@ -44,15 +45,21 @@ async def channel_notification(channel: str, request: Request) -> Response:
     except InvalidNotification as error:
         log.warning("channel_notification_rejected", channel=channel, reason=error.reason)
         return _answer(adapter, accepted=False)
-    try:
-        async with context.pool.acquire() as connection, connection.transaction():
-            recorded = await record_channel_notification(
-                connection, Channel(channel), notification, clock=context.clock
-            )
-    except UnknownChannelTrade as error:
-        log.warning("channel_notification_rejected", channel=channel, reason=str(error))
-        return _answer(adapter, accepted=False)
-    except ConcurrencyConflict:
+    # A concurrent writer to the payment's stream (another notification, a refund result)
+    # makes the record conflict; trying again with the new version is safe and cheap.
+    for attempt in range(1, RECORD_ATTEMPTS_MAX + 1):
+        try:
+            async with context.pool.acquire() as connection, connection.transaction():
+                recorded = await record_channel_notification(
+                    connection, Channel(channel), notification, clock=context.clock
+                )
+            break
+        except UnknownChannelTrade as error:
+            log.warning("channel_notification_rejected", channel=channel, reason=str(error))
+            return _answer(adapter, accepted=False)
+        except ConcurrencyConflict:
+            log.info("channel_notification_conflict", channel=channel, attempt=attempt)
+    else:
         return _answer(adapter, accepted=False)
     log.info(
         "channel_notification_recorded" if recorded else "channel_notification_not_recorded",
