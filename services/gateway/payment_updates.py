@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import asyncpg
 
 from services.common.db import ChannelListener
 
 CHANNEL = "gateway_payment_updates"
+
+T = TypeVar("T")
 
 
 class PaymentUpdates:
@@ -46,3 +50,25 @@ class PaymentUpdates:
             waiters.discard(event)
             if not waiters:
                 del self._waiters[payment_id]
+
+    async def wait_for(
+        self,
+        payment_id: str,
+        load: Callable[[], Awaitable[T | None]],
+        done: Callable[[T | None], bool],
+        wait_ms: int,
+    ) -> T | None:
+        """What `load` returns once `done` says so, or as it is after `wait_ms`. Loads again
+        only when the payment's projection changed."""
+        deadline = time.monotonic() + wait_ms / 1000
+        with self.watch(payment_id) as changed:
+            loaded = await load()
+            while not done(loaded):
+                remaining_s = deadline - time.monotonic()
+                if remaining_s <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=remaining_s)
+                changed.clear()
+                loaded = await load()
+        return loaded

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 import uuid
 from datetime import timedelta
 from typing import Annotated, Any
@@ -99,18 +96,12 @@ async def _wait_for_status(
     wait_ms: int,
 ) -> PaymentView | None:
     """The payment once its status is one of `statuses`, or as it is after `wait_ms`."""
-    deadline = time.monotonic() + wait_ms / 1000
-    with updates.watch(payment_id) as changed:
-        view = await _load_view(pool, merchant_id, payment_id)
-        while view is None or view.status not in statuses:
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=remaining_s)
-            changed.clear()
-            view = await _load_view(pool, merchant_id, payment_id)
-    return view
+    return await updates.wait_for(
+        payment_id,
+        lambda: _load_view(pool, merchant_id, payment_id),
+        lambda view: view is not None and view.status in statuses,
+        wait_ms,
+    )
 
 
 def _received_view(

@@ -10,9 +10,6 @@ refusal's code; the channel's result arrives later (`refund.succeeded` /
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 import uuid
 from typing import Any
 
@@ -86,18 +83,12 @@ async def _wait_for_decision(
     wait_ms: int,
 ) -> RefundView | None:
     """The refund once payment_center decided it (any status), or None after `wait_ms`."""
-    deadline = time.monotonic() + wait_ms / 1000
-    with updates.watch(payment_id) as changed:
-        view = await load_refund(pool, merchant_id, refund_id)
-        while view is None:
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=remaining_s)
-            changed.clear()
-            view = await load_refund(pool, merchant_id, refund_id)
-    return view
+    return await updates.wait_for(
+        payment_id,
+        lambda: load_refund(pool, merchant_id, refund_id),
+        lambda view: view is not None,
+        wait_ms,
+    )
 
 
 def _answer(view: RefundView, response: Response) -> RefundView:
