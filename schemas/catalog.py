@@ -40,6 +40,14 @@ from schemas.payments import (
     PaymentSucceeded,
     upcast_add_expires_at,
 )
+from schemas.payouts import (
+    BankPayoutFailed,
+    BankPayoutPaid,
+    PayoutCreated,
+    PayoutFailed,
+    PayoutPaid,
+    SubmitBankPayout,
+)
 from schemas.refunds import (
     ChannelRefundAccepted,
     ChannelRefundFailed,
@@ -81,6 +89,11 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ChannelRefundFailed,
     JournalEntryPosted,
     SettlementCreated,
+    PayoutCreated,
+    PayoutPaid,
+    PayoutFailed,
+    BankPayoutPaid,
+    BankPayoutFailed,
 )
 COMMAND_TYPES: tuple[type[Command], ...] = (
     CreatePayment,
@@ -91,6 +104,7 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     RequestRefund,
     SubmitChannelRefund,
     QueryChannelRefund,
+    SubmitBankPayout,
 )
 MESSAGE_TYPES: tuple[type[Event] | type[Command], ...] = EVENT_TYPES + COMMAND_TYPES
 

@@ -45,6 +45,14 @@ class SettlementTerms(Contract):
     delay_days: int = Field(default=1, strict=True, ge=0, le=30)
     cutoff_time: str = Field(default="00:00", pattern=_CUTOFF_TIME.pattern)
     time_zone: TimeZoneName = "UTC"
+    payout_minimum_minor: int = Field(
+        default=100,
+        strict=True,
+        ge=1,
+        le=100_000_000,
+        description="A payout run pays a currency's available balance only when it is at "
+        "least this many minor units; smaller balances wait for the next run.",
+    )
 
 
 class MerchantProfile(Contract):

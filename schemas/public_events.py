@@ -11,6 +11,7 @@ from typing import Any
 
 from schemas.envelope import Event
 from schemas.payments import PaymentCanceled, PaymentExpired, PaymentFailed, PaymentSucceeded
+from schemas.payouts import PayoutFailed, PayoutPaid
 from schemas.refunds import RefundFailed, RefundSucceeded
 
 # A new public event is one line here plus its `data.object` in `public_object` below.
@@ -21,6 +22,8 @@ PUBLIC_EVENT_TYPES: dict[type[Event], str] = {
     PaymentExpired: "payment.expired",
     RefundSucceeded: "refund.succeeded",
     RefundFailed: "refund.failed",
+    PayoutPaid: "payout.paid",
+    PayoutFailed: "payout.failed",
 }
 
 PaymentOutcome = PaymentSucceeded | PaymentFailed | PaymentCanceled | PaymentExpired
@@ -88,12 +91,31 @@ def _refund_object(event: RefundSucceeded | RefundFailed) -> dict[str, Any]:
     }
 
 
+def _payout_object(event: PayoutPaid | PayoutFailed) -> dict[str, Any]:
+    payload = event.payload
+    paid = isinstance(event, PayoutPaid)
+    return {
+        "id": payload.payout_id,
+        "object": "payout",
+        "merchant_id": event.merchant_id,
+        "amount": payload.amount_minor,
+        "currency": payload.currency,
+        "status": "paid" if paid else "failed",
+        "bank_reference": event.payload.bank_reference if isinstance(event, PayoutPaid) else None,
+        "failure": None
+        if isinstance(event, PayoutPaid)
+        else {"code": event.payload.failure.code, "message": event.payload.failure.message},
+    }
+
+
 def public_object(event: Event) -> dict[str, Any]:
     """The `data.object` of a public event. Raises NotPublic for an internal event."""
     if isinstance(event, PaymentOutcome):
         return _payment_object(event)
     if isinstance(event, RefundSucceeded | RefundFailed):
         return _refund_object(event)
+    if isinstance(event, PayoutPaid | PayoutFailed):
+        return _payout_object(event)
     raise NotPublic(f"no public object for {type(event).__name__}")
 
 

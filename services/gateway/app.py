@@ -13,6 +13,7 @@ from schemas.common import Channel
 from schemas.ledger import JournalEntryPosted, SettlementCreated
 from schemas.orders import OrderCancelled, OrderPlaced
 from schemas.payments import PaymentPaidAfterClose
+from schemas.payouts import PayoutCreated, PayoutFailed, PayoutPaid, SubmitBankPayout
 from schemas.refunds import (
     QueryChannelRefund,
     RefundFailed,
@@ -25,12 +26,16 @@ from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
 from services.gateway import (
     admin_api,
+    balance_transactions_api,
     channels_api,
     events_api,
     orders,
     payments_api,
+    payouts,
+    payouts_api,
     projections,
     refunds_api,
+    reports_api,
     settlements_api,
     webhooks_api,
 )
@@ -43,6 +48,7 @@ from services.gateway.channel_results import (
     submit_channel_refund,
 )
 from services.gateway.channels.alipay import AlipayChannel
+from services.gateway.channels.bank import BankRailClient
 from services.gateway.channels.base import ChannelAdapter
 from services.gateway.channels.card import CardChannel
 from services.gateway.channels.wechat_pay import WeChatPayChannel
@@ -86,6 +92,11 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
     ):
         app.include_router(module.router)
     app.include_router(settlements_api.admin)
+    app.include_router(payouts_api.router)
+    app.include_router(payouts_api.admin)
+    app.include_router(payouts_api.rail_callbacks)
+    app.include_router(reports_api.router)
+    app.include_router(balance_transactions_api.router)
 
     async def wire(context: ServiceContext) -> None:
         timeout = httpx.Timeout(gateway_settings.channel_timeout_ms / 1000)
@@ -122,6 +133,15 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
                 timeout_s=gateway_settings.channel_timeout_ms / 1000,
             ),
         }
+        bank_rail = BankRailClient(
+            base_url=gateway_settings.psp_base_url,
+            api_key=gateway_settings.bank_api_key.get_secret_value(),
+            hmac_key=gateway_settings.bank_hmac_key.get_secret_value(),
+            notify_url=f"{gateway_settings.base_url}/v1/bank/notify",
+            http_client=channel_client,
+            timeout_s=gateway_settings.channel_timeout_ms / 1000,
+        )
+        app.state.bank_rail = bank_rail
         circuits = ChannelCircuits(
             context.clock,
             failure_threshold=gateway_settings.channel_circuit_failure_threshold,
@@ -144,6 +164,9 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
                 QueryChannelPayment: partial(query_channel_payment, calls=calls),
                 SubmitChannelRefund: partial(submit_channel_refund, calls=calls),
                 QueryChannelRefund: partial(query_channel_refund, calls=calls),
+                SubmitBankPayout: partial(
+                    payouts.submit_bank_payout, rail=bank_rail, clock=context.clock
+                ),
             },
         )
         context.consume(
@@ -155,6 +178,9 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
             {
                 JournalEntryPosted: projections.project_journal_entry,
                 SettlementCreated: projections.project_settlement,
+                PayoutCreated: payouts.project_payout,
+                PayoutPaid: payouts.project_payout,
+                PayoutFailed: payouts.project_payout,
             },
         )
         context.consume(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Query
 from pydantic import BaseModel, Field
 
+from services.common.db import Connection
 from services.gateway.problems import ApiProblem
 
 LIMIT_DEFAULT = 20
@@ -56,3 +57,35 @@ def unknown_cursor(cursor: str) -> ApiProblem:
     return ApiProblem(
         422, "invalid_cursor", "Invalid cursor", f"starting_after {cursor!r} is not in this list."
     )
+
+
+async def fetch_merchant_page(
+    connection: Connection,
+    table: str,
+    id_column: str,
+    merchant_id: str,
+    *,
+    starting_after: str | None,
+    limit: int,
+) -> tuple[list[Any], bool, str | None]:
+    """One page of a merchant's rows of `table`, newest first by (created_at, id).
+
+    `table` and `id_column` are the caller's constants, never request input. Raises the
+    `invalid_cursor` problem when `starting_after` is not one of the merchant's rows.
+    """
+    if starting_after is not None and not await connection.fetchval(
+        f"SELECT true FROM {table} WHERE {id_column} = $1 AND merchant_id = $2",
+        starting_after,
+        merchant_id,
+    ):
+        raise unknown_cursor(starting_after)
+    rows = await connection.fetch(
+        f"SELECT * FROM {table} WHERE merchant_id = $1"
+        f" AND ($2::text IS NULL OR (created_at, {id_column}) <"
+        f"      (SELECT created_at, {id_column} FROM {table} WHERE {id_column} = $2))"
+        f" ORDER BY created_at DESC, {id_column} DESC LIMIT $3",
+        merchant_id,
+        starting_after,
+        limit + 1,
+    )
+    return page_of(list(rows), limit, id_column)

@@ -136,10 +136,16 @@ class PaymentDetailView(PaymentView):
 
 
 class BalanceAmount(BaseModel):
+    """A merchant's money in one currency, in minor units: what the platform owes it."""
+
     currency: str
-    pending: int
-    available: int
-    reserve: int = 0
+    pending: int = Field(description="Captured, not yet settled.")
+    available: int = Field(
+        description="Settled and payable; negative while a refund after settlement is "
+        "being recovered from later settlements."
+    )
+    reserve: int = Field(default=0, description="Held back against disputes and refunds.")
+    in_transit: int = Field(default=0, description="Paid out, not yet confirmed by the bank.")
 
 
 class BalanceView(BaseModel):

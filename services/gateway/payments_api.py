@@ -301,6 +301,7 @@ async def get_balance(request: Request, merchant: MerchantDependency) -> Any:
                 pending=buckets.get("pending", 0),
                 available=buckets.get("available", 0),
                 reserve=buckets.get("reserve", 0),
+                in_transit=buckets.get("payouts_in_transit", 0),
             )
             for currency, buckets in by_currency.items()
         ],

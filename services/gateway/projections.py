@@ -12,21 +12,28 @@ from schemas.payments import PaymentActionRequired, PaymentCreated, PaymentFaile
 from schemas.public_events import PUBLIC_EVENT_TYPES, public_event_document
 from schemas.refunds import RefundFailed, RefundRefused, RefundRequested, RefundSucceeded
 from services.gateway.domain import STATUS_AFTER_EVENT, merchant_balance_bucket
+from services.gateway.reports import PAYMENT_SUCCEEDED_KIND, payment_fee_minor
+
+
+async def record_public_event(connection: asyncpg.Connection, event: Event) -> None:
+    """Add `event` to its merchant's event list (GET /v1/events) when it is public."""
+    if type(event) not in PUBLIC_EVENT_TYPES:
+        return
+    await connection.execute(
+        "INSERT INTO merchant_events (event_id, merchant_id, type, created_at, document)"
+        " VALUES ($1, $2, $3, $4, $5::text::jsonb) ON CONFLICT DO NOTHING",
+        event.event_id,
+        event.merchant_id,
+        PUBLIC_EVENT_TYPES[type(event)],
+        event.occurred_at,
+        json.dumps(public_event_document(event)),
+    )
 
 
 async def project_payment_event(connection: asyncpg.Connection, event: Event) -> None:
     """Fold one payments.events event into the payment row, its timeline and, for a
     public event, the merchant's event list."""
-    if type(event) in PUBLIC_EVENT_TYPES:
-        await connection.execute(
-            "INSERT INTO merchant_events (event_id, merchant_id, type, created_at, document)"
-            " VALUES ($1, $2, $3, $4, $5::text::jsonb) ON CONFLICT DO NOTHING",
-            event.event_id,
-            event.merchant_id,
-            PUBLIC_EVENT_TYPES[type(event)],
-            event.occurred_at,
-            json.dumps(public_event_document(event)),
-        )
+    await record_public_event(connection, event)
     await connection.execute(
         "INSERT INTO payment_timeline"
         " (event_id, payment_id, event_type, aggregate_version, occurred_at, data)"
@@ -159,10 +166,24 @@ async def _project_refund_event(
 
 
 async def project_journal_entry(connection: asyncpg.Connection, event: JournalEntryPosted) -> None:
-    """Add a journal entry's merchant postings to the merchants' balances.
+    """Add a journal entry's merchant postings to the merchants' balances, and keep the fee
+    of a `payment_succeeded` entry for the operations reports.
 
     Merchant accounts are liabilities (credit-normal), so a balance is the negated sum.
     """
+    entry = event.payload
+    if entry.kind == PAYMENT_SUCCEEDED_KIND:
+        # Keyed by the payment, not written into its row: the entry may arrive before the
+        # payment's PaymentCreated (another topic), and the reports join the two.
+        await connection.execute(
+            "INSERT INTO payment_fees (payment_id, entry_id, currency, fee_minor, posted_at)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (payment_id) DO NOTHING",
+            entry.source_aggregate_id,
+            entry.entry_id,
+            entry.postings[0].currency,
+            payment_fee_minor(entry.postings),
+            event.occurred_at,
+        )
     for posting in event.payload.postings:
         bucket = merchant_balance_bucket(posting.account_id)
         if bucket is None:

@@ -48,6 +48,13 @@ class GatewaySettings(ServiceSettings):
     card_hmac_key: SecretStr = Field(
         default=SecretStr("card-sandbox-hmac-key"), description="Card acquirer webhook HMAC key."
     )
+    bank_api_key: SecretStr = Field(
+        default=SecretStr("bank-sandbox-api-key"), description="Bank rail (payouts) API key."
+    )
+    bank_hmac_key: SecretStr = Field(
+        default=SecretStr("bank-sandbox-hmac-key"),
+        description="Bank rail notification HMAC key.",
+    )
     channel_timeout_ms: int = Field(
         default=5_000, ge=100, le=60_000, description="Timeout of one call to a channel."
     )

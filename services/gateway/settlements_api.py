@@ -7,20 +7,19 @@ from datetime import date, datetime
 from typing import Any
 
 import asyncpg
-import httpx
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from schemas.ledger import SettlementBatchSummary, SettlementLine
 from schemas.statements import statement_csv
 from services.gateway.auth import AdminDependency, MerchantDependency
+from services.gateway.ledger_client import post_to_ledger
 from services.gateway.listing import (
     LIMIT_DEFAULT,
     Limit,
     Page,
     StartingAfter,
-    page_of,
-    unknown_cursor,
+    fetch_merchant_page,
 )
 from services.gateway.models import Body
 from services.gateway.problems import PROBLEM_RESPONSES, ApiProblem
@@ -45,15 +44,10 @@ class SettlementRunView(BaseModel):
 @admin.post("/settlements/run", response_model=SettlementRunView)
 async def run_settlements(body: SettlementRunRequest, request: Request) -> Any:
     """Settle every merchant for `as_of` under its T+N terms and cutoff. Idempotent."""
-    client: httpx.AsyncClient = request.app.state.ledger_client
-    try:
-        answer = await client.post(
-            "/internal/v1/settlements/run", json={"as_of": body.as_of.isoformat()}
-        )
-        answer.raise_for_status()
-    except httpx.HTTPError as error:
-        raise ApiProblem(503, "ledger_unavailable", "Ledger unavailable", repr(error)) from error
-    return SettlementRunView(as_of=body.as_of, created=answer.json())
+    created = await post_to_ledger(
+        request, "/internal/v1/settlements/run", {"as_of": body.as_of.isoformat()}
+    )
+    return SettlementRunView(as_of=body.as_of, created=created)
 
 
 class SettlementView(BaseModel):
@@ -104,22 +98,14 @@ async def list_settlements(
     """The merchant's settlement batches, newest first, with cursor pagination."""
     pool: asyncpg.Pool = request.app.state.context.pool
     async with pool.acquire() as connection:
-        if starting_after is not None and not await connection.fetchval(
-            "SELECT true FROM settlements WHERE batch_id = $1 AND merchant_id = $2",
-            starting_after,
+        page, has_more, cursor = await fetch_merchant_page(
+            connection,
+            "settlements",
+            "batch_id",
             merchant.merchant_id,
-        ):
-            raise unknown_cursor(starting_after)
-        rows = await connection.fetch(
-            "SELECT * FROM settlements WHERE merchant_id = $1"
-            " AND ($2::text IS NULL OR (created_at, batch_id) <"
-            "      (SELECT created_at, batch_id FROM settlements WHERE batch_id = $2))"
-            " ORDER BY created_at DESC, batch_id DESC LIMIT $3",
-            merchant.merchant_id,
-            starting_after,
-            limit + 1,
+            starting_after=starting_after,
+            limit=limit,
         )
-    page, has_more, cursor = page_of(list(rows), limit, "batch_id")
     return SettlementPage(
         data=[_settlement_view(row) for row in page], has_more=has_more, next_cursor=cursor
     )

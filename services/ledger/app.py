@@ -16,17 +16,20 @@ from pydantic import BaseModel, Field
 from schemas import Event, Topic
 from schemas.ledger import SettlementBatchSummary
 from schemas.merchants import MerchantOnboarded, MerchantUpdated
+from schemas.payouts import BankPayoutFailed, BankPayoutPaid, PayoutSummary
 from schemas.statements import statement_csv
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
 from services.ledger.domain import ENTRY_RULES
 from services.ledger.handlers import BALANCES_LIMIT_MAX, post_event, read_balances
+from services.ledger.payouts import record_payout_result, run_payouts
 from services.ledger.settings import LedgerSettings
 from services.ledger.settlement_run import (
     load_batch_lines,
     record_merchant_terms,
     run_settlements,
 )
+from services.ledger.transactions import router as balance_transactions_router
 
 SERVICE_NAME = "ledger"
 
@@ -49,6 +52,15 @@ async def wire_ledger(context: ServiceContext) -> None:
     context.consume(
         Topic.MERCHANTS_EVENTS,
         {MerchantOnboarded: record_merchant_terms, MerchantUpdated: record_merchant_terms},
+    )
+
+    async def close_payout(
+        connection: asyncpg.Connection, result: BankPayoutPaid | BankPayoutFailed
+    ) -> None:
+        await record_payout_result(connection, result, clock=context.clock)
+
+    context.consume(
+        Topic.CHANNEL_RESULTS, {BankPayoutPaid: close_payout, BankPayoutFailed: close_payout}
     )
 
 
@@ -99,6 +111,19 @@ def _add_settlement_routes(app: FastAPI) -> None:
         return Response(text, media_type="text/csv")
 
 
+class PayoutRunRequest(BaseModel):
+    as_of: date = Field(description="The payout day: one payout per merchant and currency.")
+
+
+def _add_payout_routes(app: FastAPI) -> None:
+    @app.post("/internal/v1/payouts/run", response_model=list[PayoutSummary])
+    async def run(request: Request, body: PayoutRunRequest) -> list[PayoutSummary]:
+        """Pay out every merchant's available balance that reaches its minimum; idempotent
+        per day. Returns the payouts created by this run."""
+        context: ServiceContext = request.app.state.context
+        return await run_payouts(context.pool, body.as_of, context.clock)
+
+
 def create_app(settings: LedgerSettings | None = None, clock: Clock | None = None) -> FastAPI:
     """The ledger's ASGI app; run its lifespan to start consuming and publishing."""
     ledger_settings = settings or LedgerSettings()
@@ -112,4 +137,6 @@ def create_app(settings: LedgerSettings | None = None, clock: Clock | None = Non
     )
     _add_internal_routes(app)
     _add_settlement_routes(app)
+    app.include_router(balance_transactions_router)
+    _add_payout_routes(app)
     return app

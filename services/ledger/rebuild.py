@@ -1,11 +1,12 @@
 """`payrail ledger rebuild`: replay the event log into a fresh projection of balances and
 compare every balance with the live ledger's.
 
-The event log is the `payments.events` topic, read from its first record to the end it
-had when the rebuild started. Each money-moving event is turned into its journal entry by
-the same pure rules the live ledger uses (`ENTRY_RULES`), once per event id, so a
-redelivered event is not counted twice. Records the live ledger could not decode (its
-consumer dead-letters them) are skipped and counted.
+The event log is the `payments.events` topic (payments and refunds) and the ledger's own
+`ledger.events` (settlements and payouts, the ledger's decisions), each read from its
+first record to the end it had when the rebuild started. Each money-moving event is turned
+into its journal entry by the same pure rules the live ledger uses (`REPLAY_RULES`), once
+per event id, so a redelivered event is not counted twice. Records the live ledger could
+not decode (its consumer dead-letters them) are skipped and counted.
 """
 
 from __future__ import annotations
@@ -22,10 +23,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas import Event, Topic, topic_name
 from schemas.catalog import UndecodableMessage, decode
 from services.ledger.domain import ENTRY_RULES, check_balanced
+from services.ledger.payout_rules import PAYOUT_ENTRY_RULES
+from services.ledger.settlement import SETTLEMENT_ENTRY_RULES
 
 AccountKey = tuple[str, str]  # (account id, currency)
 
 LEDGER_SCHEMA = "ledger"
+
+# Every event that moves money, whichever service recorded it, and the entry it posts.
+REPLAY_RULES = {**ENTRY_RULES, **SETTLEMENT_ENTRY_RULES, **PAYOUT_ENTRY_RULES}
+# The topics a rebuild reads, in this order (balances are sums: the order is not material).
+LOG_TOPICS = (Topic.PAYMENTS_EVENTS, Topic.LEDGER_EVENTS)
 
 
 @dataclass(frozen=True)
@@ -50,11 +58,13 @@ def project_balances(events: Iterable[Event]) -> dict[AccountKey, int]:
     posted: set[object] = set()
     balances: defaultdict[AccountKey, int] = defaultdict(int)
     for event in events:
-        rule = ENTRY_RULES.get(type(event))
+        rule = REPLAY_RULES.get(type(event))
         if rule is None or event.event_id in posted:
             continue
         posted.add(event.event_id)
         postings = rule[1](event)
+        if not postings:
+            continue  # e.g. a settlement whose lines net to zero moves nothing
         check_balanced(postings)
         for posting in postings:
             balances[(posting.account_id, posting.currency)] += posting.amount_minor
@@ -74,7 +84,9 @@ def balance_differences(
     ]
 
 
-async def read_event_log(bootstrap: str, topic: str, *, timeout_s: float = 60.0) -> EventLog:
+async def read_event_log(
+    bootstrap: str, topic: Topic, topic_prefix: str = "", *, timeout_s: float = 60.0
+) -> EventLog:
     """Every record of `topic` up to its end offsets at the start, decoded.
 
     Raises TimeoutError when the end is not reached within `timeout_s`.
@@ -82,12 +94,13 @@ async def read_event_log(bootstrap: str, topic: str, *, timeout_s: float = 60.0)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
+    name = topic_name(topic, topic_prefix)
     await consumer.start()
     try:
         await consumer.topics()  # fetches the metadata that names the partitions
         partitions = [
-            TopicPartition(topic, number)
-            for number in sorted(consumer.partitions_for_topic(topic) or ())
+            TopicPartition(name, number)
+            for number in sorted(consumer.partitions_for_topic(name) or ())
         ]
         if not partitions:
             return EventLog(events=[], undecodable_count=0)
@@ -104,7 +117,7 @@ async def read_event_log(bootstrap: str, topic: str, *, timeout_s: float = 60.0)
         deadline = time.monotonic() + timeout_s
         while unread:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic} not read to its end within {timeout_s} s")
+                raise TimeoutError(f"{name} not read to its end within {timeout_s} s")
             batch = await consumer.getmany(*partitions, timeout_ms=500)
             for records in batch.values():
                 for record in records:
@@ -114,7 +127,7 @@ async def read_event_log(bootstrap: str, topic: str, *, timeout_s: float = 60.0)
                     if record.offset >= ends[partition]:
                         continue
                     try:
-                        message = decode(Topic.PAYMENTS_EVENTS, record.value or b"")
+                        message = decode(topic, record.value or b"")
                     except UndecodableMessage:
                         undecodable += 1
                         continue
@@ -144,7 +157,11 @@ async def rebuild_and_compare(
     The live balances are read after the log, so events the live ledger applied while
     the log was read show as differences; run it on a quiet ledger, or run it twice.
     """
-    log = await read_event_log(bootstrap, topic_name(Topic.PAYMENTS_EVENTS, topic_prefix))
+    logs = [await read_event_log(bootstrap, topic, topic_prefix) for topic in LOG_TOPICS]
+    log = EventLog(
+        events=[event for one in logs for event in one.events],
+        undecodable_count=sum(one.undecodable_count for one in logs),
+    )
     live = await live_balances(database_url)
     return log, balance_differences(live, project_balances(log.events))
 

@@ -10,10 +10,13 @@ be negative (refunds after earlier settlements), which moves money back from ava
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from schemas.ledger import Posting
+from schemas.envelope import Event
+from schemas.ledger import Posting, SettlementCreated
 from schemas.merchants import SettlementTerms
 from services.common.invariant import invariant
 from services.ledger.domain import check_balanced, merchant_account_prefix, merchant_pending_account
@@ -66,3 +69,19 @@ def settlement_entry(merchant_id: str, currency: str, net_minor: int) -> list[Po
     ]
     check_balanced(postings)
     return postings
+
+
+SETTLEMENT_KIND = "settlement"
+
+
+def settlement_created_entry(event: SettlementCreated) -> list[Posting]:
+    """The entry a settlement batch posts; none (empty) when its lines net to zero."""
+    if event.payload.net_minor == 0:
+        return []
+    return settlement_entry(event.merchant_id, event.payload.currency, event.payload.net_minor)
+
+
+# The entry a settlement event posts, from the event alone (live and in a rebuild).
+SETTLEMENT_ENTRY_RULES: dict[type[Event], tuple[str, Callable[[Any], list[Posting]]]] = {
+    SettlementCreated: (SETTLEMENT_KIND, settlement_created_entry),
+}

@@ -33,11 +33,10 @@ from services.ledger.domain import (
     merchant_pending_account,
 )
 from services.ledger.handlers import PRODUCER, post_entry
-from services.ledger.settlement import is_due, settlement_entry
+from services.ledger.settlement import SETTLEMENT_ENTRY_RULES, is_due
 
 log = structlog.get_logger(__name__)
 
-SETTLEMENT_KIND = "settlement"
 # The entries whose merchant postings settlement moves on.
 SETTLED_KINDS = (PAYMENT_SUCCEEDED_KIND, REFUND_SUCCEEDED_KIND)
 _BATCH_NAMESPACE = uuid.UUID("4d3c8f0e-61a2-4b1b-9c55-0e7f0d3b2a18")
@@ -56,20 +55,31 @@ def batch_id_for(merchant_id: str, currency: str, day: date) -> str:
     return f"stl_{uuid.uuid5(_BATCH_NAMESPACE, f'{merchant_id}/{currency}/{day}').hex}"
 
 
+def terms_of(row: asyncpg.Record) -> SettlementTerms:
+    """A merchant's terms as the ledger keeps them in `merchant_terms`."""
+    return SettlementTerms(
+        delay_days=row["delay_days"],
+        cutoff_time=row["cutoff_time"],
+        time_zone=row["time_zone"],
+        payout_minimum_minor=row["payout_minimum_minor"],
+    )
+
+
 async def record_merchant_terms(
     connection: asyncpg.Connection, event: MerchantOnboarded | MerchantUpdated
 ) -> None:
     """Keep the merchant's settlement terms; every merchant event carries the whole profile."""
     terms = event.payload.settlement_terms
     await connection.execute(
-        "INSERT INTO merchant_terms (merchant_id, delay_days, cutoff_time, time_zone)"
-        " VALUES ($1, $2, $3, $4) ON CONFLICT (merchant_id) DO UPDATE SET"
-        " delay_days = EXCLUDED.delay_days, cutoff_time = EXCLUDED.cutoff_time,"
-        " time_zone = EXCLUDED.time_zone",
+        "INSERT INTO merchant_terms (merchant_id, delay_days, cutoff_time, time_zone,"
+        " payout_minimum_minor) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (merchant_id)"
+        " DO UPDATE SET delay_days = EXCLUDED.delay_days, cutoff_time = EXCLUDED.cutoff_time,"
+        " time_zone = EXCLUDED.time_zone, payout_minimum_minor = EXCLUDED.payout_minimum_minor",
         event.aggregate_id,
         terms.delay_days,
         terms.cutoff_time,
         terms.time_zone,
+        terms.payout_minimum_minor,
     )
 
 
@@ -81,11 +91,7 @@ async def run_settlements(
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock(hashtext('ledger:settlement'))")
         for row in await connection.fetch("SELECT * FROM merchant_terms ORDER BY merchant_id"):
-            terms = SettlementTerms(
-                delay_days=row["delay_days"],
-                cutoff_time=row["cutoff_time"],
-                time_zone=row["time_zone"],
-            )
+            terms = terms_of(row)
             created += await _settle_merchant(connection, row["merchant_id"], terms, as_of, clock)
     return created
 
@@ -140,9 +146,10 @@ async def _settle_merchant(
             correlation_id=batch_id,
         )
         entry_id = None
-        if net != 0:
-            postings = settlement_entry(merchant_id, currency, net)
-            entry_id = await post_entry(connection, event, SETTLEMENT_KIND, postings, clock=clock)
+        kind, postings_of = SETTLEMENT_ENTRY_RULES[type(event)]
+        postings = postings_of(event)
+        if postings:
+            entry_id = await post_entry(connection, event, kind, postings, clock=clock)
         await connection.execute(
             "INSERT INTO settlement_batches (batch_id, merchant_id, currency, settlement_date,"
             " net_minor, entry_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",

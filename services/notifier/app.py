@@ -20,7 +20,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import Topic
 from schemas.public_events import PUBLIC_EVENT_TYPES
 from services.common.clock import Clock
 from services.common.consumer import TRANSIENT_ERRORS
@@ -268,11 +267,12 @@ def _wiring(settings: NotifierSettings) -> Callable[[ServiceContext], Coroutine[
             clock=context.clock,
             first_attempt_delay_ms=settings.webhook_retry_schedule_ms[0],
         )
-        # Every public event is a webhook; they all travel on payments.events for now.
-        context.consume(
-            Topic.PAYMENTS_EVENTS,
-            {cls: enqueue for cls in PUBLIC_EVENT_TYPES if cls.topic is Topic.PAYMENTS_EVENTS},
-        )
+        # Every public event is a webhook: payments and refunds on payments.events,
+        # payouts on ledger.events.
+        for topic in sorted({cls.topic for cls in PUBLIC_EVENT_TYPES}):
+            context.consume(
+                topic, {cls: enqueue for cls in PUBLIC_EVENT_TYPES if cls.topic is topic}
+            )
         http_client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.webhook_timeout_ms / 1000),
             limits=httpx.Limits(

@@ -4,8 +4,9 @@ Routes:
 - the Alipay-style channel (`/alipay/...`, payer pages `/pay/...`), see `alipay.py`;
 - the WeChat-Pay-style channel (`/wechatpay/...`), see `wechat_pay.py`;
 - the card channel (`/card/...`), see `card.py`;
-- `GET /_sim/faults`, `PUT /_sim/faults/{channel}`, `DELETE /_sim/faults`: the faults each
-  channel injects (see `faults.py`);
+- the bank rail that pays merchants out (`/bank/...`), see `bank.py`;
+- `GET /_sim/faults`, `PUT /_sim/faults/{channel}` (a channel or `bank`),
+  `DELETE /_sim/faults`: the faults each channel injects (see `faults.py`);
 - `GET /_sim/notifications?reference=<payment id>`: every notification attempt about it;
 - `GET /healthz`.
 
@@ -23,11 +24,10 @@ import httpx
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
-from schemas.common import Channel
 from services.common.clock import Clock, SystemClock
-from services.psp_simulator import alipay, card, wechat_pay
+from services.psp_simulator import alipay, bank, card, wechat_pay
 from services.psp_simulator.context import SimulatorContext
-from services.psp_simulator.faults import ChannelFaults, FaultBoard, channel_of_path
+from services.psp_simulator.faults import ChannelFaults, FaultBoard, channel_of_path, rail_named
 from services.psp_simulator.notifier import NotificationSender
 from services.psp_simulator.settings import PspSimulatorSettings
 
@@ -76,7 +76,7 @@ def create_app(settings: PspSimulatorSettings, *, clock: Clock | None = None) ->
             if faults.latency_ms > 0:
                 await asyncio.sleep(faults.latency_ms / 1000)
             if faults.unavailable:
-                return JSONResponse({"detail": f"{channel.value} is unavailable"}, status_code=503)
+                return JSONResponse({"detail": f"{channel} is unavailable"}, status_code=503)
         return await call_next(request)
 
     @app.get("/healthz")
@@ -89,10 +89,9 @@ def create_app(settings: PspSimulatorSettings, *, clock: Clock | None = None) ->
 
     @app.put("/_sim/faults/{channel}")
     async def set_faults(channel: str, faults: ChannelFaults) -> ChannelFaults:
-        try:
-            known = Channel(channel)
-        except ValueError as error:
-            raise HTTPException(status_code=404, detail=f"unknown channel {channel}") from error
+        known = rail_named(channel)
+        if known is None:
+            raise HTTPException(status_code=404, detail=f"unknown channel {channel}")
         context.faults.set(known, faults)
         return faults
 
@@ -117,4 +116,5 @@ def create_app(settings: PspSimulatorSettings, *, clock: Clock | None = None) ->
     app.include_router(alipay.create_router(context))
     app.include_router(wechat_pay.create_router(context))
     app.include_router(card.create_router(context))
+    app.include_router(bank.create_router(context))
     return app

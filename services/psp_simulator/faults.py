@@ -7,18 +7,24 @@ in-memory state of the one simulator process.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.common import Channel
 
-# Path prefixes of each channel's merchant-facing API, so one middleware can apply a
-# channel's latency and outage to every route of that channel.
-CHANNEL_PATH_PREFIXES: Final = {
+# The bank rail that pays merchants out has faults of its own, next to the channels'.
+BANK_RAIL: Final = "bank"
+Rail = Channel | Literal["bank"]
+RAILS: Final[tuple[Rail, ...]] = (*Channel, BANK_RAIL)
+
+# Path prefixes of each rail's merchant-facing API, so one middleware can apply a rail's
+# latency and outage to every route of that rail.
+CHANNEL_PATH_PREFIXES: Final[dict[Rail, str]] = {
     Channel.ALIPAY: "/alipay/",
     Channel.WECHAT_PAY: "/wechatpay/",
     Channel.CARD: "/card/",
+    BANK_RAIL: "/bank/",
 }
 LATENCY_MS_MAX: Final = 30_000
 
@@ -57,30 +63,43 @@ class ChannelFaults(BaseModel):
         description="Delay before a payment's notification is first sent (a late notice).",
     )
     fail_refunds: bool = Field(default=False, description="Refunds are accepted, then end failed.")
+    fail_payouts: bool = Field(
+        default=False, description="Bank rail only: payouts are accepted, then end failed."
+    )
 
 
 class FaultBoard:
-    """The current faults of every channel."""
+    """The current faults of every channel and of the bank rail."""
 
     def __init__(self, initial: ChannelFaults | None = None) -> None:
         self._initial = initial or ChannelFaults()
-        self._faults: dict[Channel, ChannelFaults] = {}
+        self._faults: dict[Rail, ChannelFaults] = {}
 
-    def of(self, channel: Channel) -> ChannelFaults:
-        return self._faults.get(channel, self._initial)
+    def of(self, rail: Rail) -> ChannelFaults:
+        return self._faults.get(rail, self._initial)
 
-    def set(self, channel: Channel, faults: ChannelFaults) -> None:
-        self._faults[channel] = faults
+    def set(self, rail: Rail, faults: ChannelFaults) -> None:
+        self._faults[rail] = faults
 
     def reset(self) -> None:
         self._faults.clear()
 
     def snapshot(self) -> dict[str, ChannelFaults]:
-        return {channel.value: self.of(channel) for channel in Channel}
+        return {str(rail): self.of(rail) for rail in RAILS}
 
 
-def channel_of_path(path: str) -> Channel | None:
-    """The channel whose merchant-facing API serves `path`, if any."""
+def rail_named(name: str) -> Rail | None:
+    """The channel or the bank rail called `name`, if there is one."""
+    if name == BANK_RAIL:
+        return BANK_RAIL
+    try:
+        return Channel(name)
+    except ValueError:
+        return None
+
+
+def channel_of_path(path: str) -> Rail | None:
+    """The channel (or bank rail) whose merchant-facing API serves `path`, if any."""
     for channel, prefix in CHANNEL_PATH_PREFIXES.items():
         if path.startswith(prefix):
             return channel

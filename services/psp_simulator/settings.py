@@ -67,6 +67,22 @@ class PspSimulatorSettings(BaseSettings):
         min_length=1,
         description="Key of the HMAC-SHA256 signature on the card acquirer's webhooks.",
     )
+    bank_api_key: str = Field(
+        default="bank-sandbox-api-key",
+        min_length=1,
+        description="API key payrail sends with every request to the bank rail.",
+    )
+    bank_hmac_key: str = Field(
+        default="bank-sandbox-hmac-key",
+        min_length=1,
+        description="Key of the HMAC-SHA256 signature on the bank rail's notifications.",
+    )
+    payout_processing_ms: int = Field(
+        default=200,
+        ge=0,
+        le=RETRY_DELAY_MS_MAX,
+        description="How long the bank rail takes to pay (or fail) a payout it accepted.",
+    )
     refund_processing_ms: int = Field(
         default=200,
         ge=0,

@@ -1,5 +1,6 @@
 """A T+1 merchant takes payments and a refund; settlement for the next day moves exactly
-the net (computed here independently) from pending to available, once."""
+the net (computed here independently) from pending to available, once; a payout that the
+bank fails returns the money, and the next day's payout is paid to the bank account."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from typing import Any
 import httpx
 
 from services.common.launcher import PlatformInfo
+from tests.e2e.conftest import PspFaults
 from tests.e2e.helpers import as_merchant, balance_of, eventually, new_payment
 
 
-def test_settlement_moves_a_t_plus_one_merchants_net_to_available_once(
-    info: PlatformInfo,
+def test_a_t_plus_one_merchant_is_settled_once_and_paid_out(
+    info: PlatformInfo, psp_faults: PspFaults
 ) -> None:
     admin = httpx.Client(
         base_url=info.api_base_url,
@@ -83,13 +85,59 @@ def test_settlement_moves_a_t_plus_one_merchants_net_to_available_once(
             with other:
                 hidden = other.get(f"/v1/settlements/{batch['batch_id']}")
                 assert (hidden.status_code, hidden.json()["code"]) == (404, "settlement_not_found")
-            eventually(
-                lambda: (
-                    balance_of(shop, "CNY")
-                    == {"currency": "CNY", "pending": 0, "available": net, "reserve": 0}
-                ),
-                what="the net available and nothing pending",
-            )
+
+            def balance_is(pending: int, available: int, in_transit: int) -> bool:
+                return balance_of(shop, "CNY") == {
+                    "currency": "CNY",
+                    "pending": pending,
+                    "available": available,
+                    "reserve": 0,
+                    "in_transit": in_transit,
+                }
+
+            eventually(lambda: balance_is(0, net, 0), what="the net available, nothing pending")
+
+            def payouts_for(as_of: str) -> list[dict[str, Any]]:
+                run = admin.post("/v1/admin/payouts/run", json={"as_of": as_of})
+                assert run.status_code == 200, run.text
+                created: list[dict[str, Any]] = run.json()["created"]
+                return [payout for payout in created if payout["merchant_id"] == merchant_id]
+
+            def payout_once(payout_id: str, status: str) -> dict[str, Any]:
+                def probe() -> dict[str, Any] | None:
+                    answer = shop.get(f"/v1/payouts/{payout_id}")
+                    if answer.status_code == 404:
+                        return None  # the gateway has not projected the payout yet
+                    assert answer.status_code == 200, answer.text
+                    found: dict[str, Any] = answer.json()
+                    return found if found["status"] == status else None
+
+                return eventually(probe, what=f"payout {payout_id} {status}")
+
+            # The bank fails the first payout: the money comes back to available.
+            psp_faults.set("bank", fail_payouts=True)
+            (failing,) = payouts_for(tomorrow)
+            assert (failing["amount_minor"], failing["currency"]) == (net, "CNY")
+            assert payouts_for(tomorrow) == []
+            failed = payout_once(failing["payout_id"], "failed")
+            assert failed["failure"]["code"] == "bank_account_closed"
+            eventually(lambda: balance_is(0, net, 0), what="the failed payout's money back")
+            psp_faults.reset()
+
+            # The next day's run pays it; the bank confirms and nothing is left.
+            day_after = (today + timedelta(days=2)).isoformat()
+            (paying,) = payouts_for(day_after)
+            assert paying["amount_minor"] == net
+            confirmed = payout_once(paying["payout_id"], "paid")
+            assert confirmed["amount"] == net and confirmed["bank_reference"]
+            eventually(lambda: balance_is(0, 0, 0), what="everything paid out")
+            events = shop.get("/v1/events", params={"type": "payout.paid"}).json()["data"]
+            assert [event["data"]["object"]["id"] for event in events] == [paying["payout_id"]]
+            listed_payouts = shop.get("/v1/payouts").json()["data"]
+            assert [(item["id"], item["status"]) for item in listed_payouts] == [
+                (paying["payout_id"], "paid"),
+                (failing["payout_id"], "failed"),
+            ]
         refused = httpx.post(
             f"{info.api_base_url}/v1/admin/settlements/run",
             json={"as_of": tomorrow},

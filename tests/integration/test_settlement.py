@@ -27,12 +27,16 @@ pytestmark = pytest.mark.integration
 PLAN = FeePlan(basis_points=250, fixed_minor=30)
 
 
-def onboarded(merchant_id: str) -> MerchantOnboarded:
+T_PLUS_ONE = SettlementTerms(delay_days=1, cutoff_time="00:00", time_zone="UTC")
+
+
+def onboarded(merchant_id: str, terms: SettlementTerms = T_PLUS_ONE) -> MerchantOnboarded:
+    """An Alipay merchant on PLAN with `terms`, as the gateway announces it."""
     profile = MerchantProfile(
         name="Shop",
         channels=(Channel.ALIPAY,),
         fee_plans={Channel.ALIPAY: PLAN},
-        settlement_terms=SettlementTerms(delay_days=1, cutoff_time="00:00", time_zone="UTC"),
+        settlement_terms=terms,
     )
     return new_event(
         MerchantOnboarded,

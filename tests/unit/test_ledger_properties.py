@@ -1,41 +1,52 @@
 """Property-based tests of the ledger's posting rules over random histories of payments,
-partial refunds, late payments and redelivered events: every entry balances, every
-currency sums to zero, no event is posted twice, and a rebuild from the log equals the
-balances built one event at a time."""
+partial refunds, late payments, settlements, payouts, payout failures and redelivered
+events: every entry balances, every currency sums to zero, no event is posted twice, a
+rebuild from the log equals the balances built one event at a time, and each merchant's
+pending, available and in-transit balances are what the history says."""
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from schemas import Event, new_event
-from schemas.common import Channel, FeePlan
+from schemas.common import Channel, Failure, FeePlan
+from schemas.ledger import SettlementCreated, SettlementCreatedPayload, SettlementLine
 from schemas.payments import (
     PaymentPaidAfterClose,
     PaymentPaidAfterClosePayload,
     PaymentSucceeded,
     PaymentSucceededPayload,
 )
+from schemas.payouts import (
+    PayoutCreated,
+    PayoutCreatedPayload,
+    PayoutFailed,
+    PayoutFailedPayload,
+    PayoutPaid,
+    PayoutPaidPayload,
+)
 from schemas.refunds import RefundInitiator, RefundSucceeded, RefundSucceededPayload
-from services.ledger.domain import ENTRY_RULES, check_balanced, fee_for
-from services.ledger.rebuild import project_balances
+from services.ledger.domain import check_balanced, fee_for
+from services.ledger.payout_rules import payout_amount
+from services.ledger.rebuild import REPLAY_RULES, project_balances
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 MERCHANTS = ("mch_a", "mch_b")
 CURRENCIES = ("CNY", "JPY")
 
 
-def _event(cls: type[Event], payload: object, payment_id: str, merchant_id: str) -> Event:
+def _event(cls: type[Event], payload: object, aggregate_id: str, merchant_id: str) -> Event:
     return new_event(
         cls,
         payload,  # type: ignore[arg-type]
-        aggregate_id=payment_id,
+        aggregate_id=aggregate_id,
         aggregate_version=1,
         merchant_id=merchant_id,
         producer="test",
@@ -55,6 +66,14 @@ class PaidPayment:
     refunded_minor: int = 0
 
 
+@dataclass
+class Payout:
+    merchant_id: str
+    currency: str
+    amount_minor: int
+    closed: bool = False
+
+
 class LedgerHistory(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -62,8 +81,15 @@ class LedgerHistory(RuleBasedStateMachine):
         self.live: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.posted: set[uuid.UUID] = set()
         self.entry_count = 0
+        self.without_entry: set[uuid.UUID] = set()
         self.payments: dict[str, PaidPayment] = {}
         self.expected_pending: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.expected_available: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.expected_in_transit: defaultdict[tuple[str, str], int] = defaultdict(int)
+        # What each merchant's unsettled entries change, as settlement lines would say.
+        self.unsettled: defaultdict[tuple[str, str], list[tuple[Event, int]]] = defaultdict(list)
+        self.payouts: dict[str, Payout] = {}
+        self.paid_payouts: set[str] = set()
 
     def _deliver(self, event: Event) -> None:
         """What the live ledger does with one delivery: post once per event id."""
@@ -71,7 +97,10 @@ class LedgerHistory(RuleBasedStateMachine):
         if event.event_id in self.posted:
             return
         self.posted.add(event.event_id)
-        postings = ENTRY_RULES[type(event)][1](event)
+        postings = REPLAY_RULES[type(event)][1](event)
+        if not postings:
+            self.without_entry.add(event.event_id)  # a settlement netting to zero
+            return
         check_balanced(postings)
         self.entry_count += 1
         for posting in postings:
@@ -112,8 +141,12 @@ class LedgerHistory(RuleBasedStateMachine):
             self._deliver(_event(PaymentPaidAfterClose, payload, payment_id, merchant))
         else:
             payload = PaymentSucceededPayload(**fields)
-            self._deliver(_event(PaymentSucceeded, payload, payment_id, merchant))
-            self.expected_pending[(merchant, currency)] += amount - fee_for(amount, plan)
+            event = _event(PaymentSucceeded, payload, payment_id, merchant)
+            self._deliver(event)
+            owed = amount - fee_for(amount, plan)
+            self.expected_pending[(merchant, currency)] += owed
+            if owed:
+                self.unsettled[(merchant, currency)].append((event, owed))
         self.payments[payment_id] = PaidPayment(merchant, currency, channel, amount, late)
 
     @precondition(lambda self: self.payments)
@@ -136,10 +169,88 @@ class LedgerHistory(RuleBasedStateMachine):
             channel_refund_id="R",
             succeeded_at=NOW,
         )
-        self._deliver(_event(RefundSucceeded, payload, payment_id, paid.merchant_id))
+        event = _event(RefundSucceeded, payload, payment_id, paid.merchant_id)
+        self._deliver(event)
         paid.refunded_minor += part
         if not paid.late:
             self.expected_pending[(paid.merchant_id, paid.currency)] -= part
+            self.unsettled[(paid.merchant_id, paid.currency)].append((event, -part))
+
+    @precondition(lambda self: any(self.unsettled.values()))
+    @rule(data=st.data())
+    def settle(self, data: st.DataObject) -> None:
+        """A settlement batch of every unsettled entry of one merchant and currency (its
+        net may be negative: refunds after earlier settlements)."""
+        key = data.draw(st.sampled_from([key for key, lines in self.unsettled.items() if lines]))
+        merchant, currency = key
+        lines = self.unsettled.pop(key)
+        net = sum(amount for _, amount in lines)
+        batch_id = f"stl_{uuid.uuid4().hex}"
+        payload = SettlementCreatedPayload(
+            batch_id=batch_id,
+            currency=currency,
+            settlement_date=date(2026, 11, 23),
+            net_minor=net,
+            lines=tuple(
+                SettlementLine(
+                    entry_id=f"je_{event.event_id.hex}",
+                    kind="payment_succeeded",
+                    source_event_id=str(event.event_id),
+                    amount_minor=amount,
+                )
+                for event, amount in lines
+            ),
+        )
+        self._deliver(_event(SettlementCreated, payload, batch_id, merchant))
+        self.expected_pending[key] -= net
+        self.expected_available[key] += net
+
+    @rule(
+        merchant=st.sampled_from(MERCHANTS),
+        currency=st.sampled_from(CURRENCIES),
+        minimum=st.integers(min_value=1, max_value=10**6),
+    )
+    def pay_out(self, merchant: str, currency: str, minimum: int) -> None:
+        amount = payout_amount(self.expected_available[(merchant, currency)], minimum)
+        if amount is None:
+            return
+        payout_id = f"po_{uuid.uuid4().hex}"
+        payload = PayoutCreatedPayload(
+            payout_id=payout_id, currency=currency, amount_minor=amount, payout_date=NOW.date()
+        )
+        self._deliver(_event(PayoutCreated, payload, payout_id, merchant))
+        self.payouts[payout_id] = Payout(merchant, currency, amount)
+        self.expected_available[(merchant, currency)] -= amount
+        self.expected_in_transit[(merchant, currency)] += amount
+
+    @precondition(lambda self: any(not payout.closed for payout in self.payouts.values()))
+    @rule(data=st.data(), paid=st.booleans())
+    def bank_answers(self, data: st.DataObject, paid: bool) -> None:
+        """The bank pays a payout in transit, or fails it and the money comes back."""
+        open_ids = [payout_id for payout_id, payout in self.payouts.items() if not payout.closed]
+        payout_id = data.draw(st.sampled_from(open_ids))
+        payout = self.payouts[payout_id]
+        payout.closed = True
+        key = (payout.merchant_id, payout.currency)
+        self.expected_in_transit[key] -= payout.amount_minor
+        if paid:
+            paid_payload = PayoutPaidPayload(
+                payout_id=payout_id,
+                currency=payout.currency,
+                amount_minor=payout.amount_minor,
+                bank_reference="bnk",
+            )
+            self._deliver(_event(PayoutPaid, paid_payload, payout_id, payout.merchant_id))
+            self.paid_payouts.add(payout_id)
+        else:
+            failed_payload = PayoutFailedPayload(
+                payout_id=payout_id,
+                currency=payout.currency,
+                amount_minor=payout.amount_minor,
+                failure=Failure(code="bank_account_closed", message="closed"),
+            )
+            self._deliver(_event(PayoutFailed, failed_payload, payout_id, payout.merchant_id))
+            self.expected_available[key] += payout.amount_minor
 
     @precondition(lambda self: self.log)
     @rule(data=st.data())
@@ -155,7 +266,8 @@ class LedgerHistory(RuleBasedStateMachine):
 
     @invariant()
     def no_event_is_posted_twice(self) -> None:
-        assert self.entry_count == len({event.event_id for event in self.log})
+        distinct = {event.event_id for event in self.log}
+        assert self.entry_count + len(self.without_entry) == len(distinct)
 
     @invariant()
     def a_rebuild_from_the_log_equals_the_live_balances(self) -> None:
@@ -169,6 +281,26 @@ class LedgerHistory(RuleBasedStateMachine):
             assert -self.live.get((f"merchant:{merchant}:pending", currency), 0) == expected
 
     @invariant()
+    def settled_money_is_available_until_paid_out(self) -> None:
+        for bucket, expected in (
+            ("available", self.expected_available),
+            ("payouts_in_transit", self.expected_in_transit),
+        ):
+            for (merchant, currency), amount in expected.items():
+                balance = self.live.get((f"merchant:{merchant}:{bucket}", currency), 0)
+                assert -balance == amount, (bucket, merchant, currency)
+
+    @invariant()
+    def the_bank_paid_exactly_the_paid_payouts(self) -> None:
+        for currency in CURRENCIES:
+            paid = sum(
+                payout.amount_minor
+                for payout_id, payout in self.payouts.items()
+                if payout.currency == currency and payout_id in self.paid_payouts
+            )
+            assert -self.live.get(("platform:payouts_bank", currency), 0) == paid
+
+    @invariant()
     def late_money_is_owed_to_payers_until_refunded(self) -> None:
         owed: defaultdict[str, int] = defaultdict(int)
         for paid in self.payments.values():
@@ -179,5 +311,5 @@ class LedgerHistory(RuleBasedStateMachine):
             assert -clearing == owed[currency]
 
 
-LedgerHistory.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+LedgerHistory.TestCase.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
 test_ledger_history = LedgerHistory.TestCase
