@@ -24,7 +24,7 @@ from schemas.channels import (
     SubmitChannelPayment,
 )
 from schemas.envelope import Command, Event, Message
-from schemas.ledger import JournalEntryPosted, SettlementCreated
+from schemas.ledger import AdjustmentPosted, JournalEntryPosted, SettlementCreated
 from schemas.merchants import MerchantOnboarded, MerchantUpdated, upcast_merchant_onboarded_v1_v2
 from schemas.orders import OrderCancelled, OrderPlaced
 from schemas.payments import (
@@ -89,6 +89,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ChannelRefundFailed,
     JournalEntryPosted,
     SettlementCreated,
+    AdjustmentPosted,
     PayoutCreated,
     PayoutPaid,
     PayoutFailed,

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from schemas.envelope import Contract
-from schemas.money import NonNegativeAmountMinor
+from schemas.money import BASIS_POINTS_PER_UNIT, NonNegativeAmountMinor, divide_round_half_even
 
 
 class Channel(StrEnum):
@@ -25,6 +25,16 @@ class FeePlan(Contract):
 
     basis_points: BasisPoints
     fixed_minor: NonNegativeAmountMinor
+
+    def fee_minor(self, amount_minor: int) -> int:
+        """The fee on a positive `amount_minor`: `fixed_minor + round_half_even(amount_minor
+        * basis_points / 10000)`, capped at the amount (the ledger's rule, documented with
+        `services.ledger.domain.fee_for`; contracts use it to check what a payment can
+        share out)."""
+        proportional_minor = divide_round_half_even(
+            amount_minor * self.basis_points, BASIS_POINTS_PER_UNIT
+        )
+        return min(self.fixed_minor + proportional_minor, amount_minor)
 
 
 class NextAction(Contract):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from schemas.envelope import Contract, Event
 from schemas.money import CurrencyCode, SignedAmountMinor
@@ -70,3 +70,30 @@ class SettlementBatchSummary(Contract):
     settlement_date: date
     net_minor: SignedAmountMinor
     line_count: int = Field(ge=1)
+
+
+class AdjustmentPostedPayload(Contract):
+    """A manual correction of a merchant's available balance by operations, with its
+    reason. A reversal is an adjustment of the opposite amount that names the one it
+    reverses: the journal is never edited."""
+
+    adjustment_id: str = Field(min_length=1, max_length=128)
+    currency: CurrencyCode
+    amount_minor: SignedAmountMinor = Field(
+        description="Added to the merchant's available balance (negative takes it away)."
+    )
+    reason: str = Field(min_length=1, max_length=500)
+    reverses: str | None = Field(default=None, max_length=128)
+
+    @model_validator(mode="after")
+    def _moves_money(self) -> Self:
+        if self.amount_minor == 0:
+            raise ValueError("an adjustment of 0 changes nothing")
+        return self
+
+
+class AdjustmentPosted(Event):
+    topic: ClassVar[Topic] = Topic.LEDGER_EVENTS
+    event_type: Literal["AdjustmentPosted"] = "AdjustmentPosted"
+    schema_version: Literal[1] = 1
+    payload: AdjustmentPostedPayload

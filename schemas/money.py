@@ -46,3 +46,21 @@ CurrencyCode = Annotated[
 PositiveAmountMinor = Annotated[int, Field(strict=True, gt=0, le=AMOUNT_MINOR_MAX)]
 SignedAmountMinor = Annotated[int, Field(strict=True, ge=-AMOUNT_MINOR_MAX, le=AMOUNT_MINOR_MAX)]
 NonNegativeAmountMinor = Annotated[int, Field(strict=True, ge=0, le=AMOUNT_MINOR_MAX)]
+
+
+BASIS_POINTS_PER_UNIT = 10_000
+
+
+def divide_round_half_even(numerator: int, denominator: int) -> int:
+    """`numerator / denominator` rounded to the nearest integer, ties to the even one.
+
+    Pure integer arithmetic: no float, no Decimal. Raises ValueError for a negative
+    numerator or a denominator that is not positive.
+    """
+    if numerator < 0 or denominator <= 0:
+        raise ValueError(f"cannot divide {numerator} by {denominator} here")
+    quotient, remainder = divmod(numerator, denominator)
+    twice_remainder = 2 * remainder
+    if twice_remainder > denominator or (twice_remainder == denominator and quotient % 2 == 1):
+        return quotient + 1
+    return quotient

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, ClassVar, Literal
+from collections.abc import Sequence
+from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, Field, model_validator
 
 from schemas.common import Channel, Failure, FeePlan, NextAction
 from schemas.envelope import Command, Contract, Event
 from schemas.money import CurrencyCode, PositiveAmountMinor
 from schemas.topics import Topic
 
+SPLITS_MAX = 10
+
+
+class Split(Contract):
+    """A share of a payment for another merchant: a marketplace's seller or a partner."""
+
+    recipient_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    amount_minor: PositiveAmountMinor
+
 
 class PaymentTerms(Contract):
-    """What was asked for: the facts fixed when a payment is created."""
+    """What was asked for: the facts fixed when a payment is created.
+
+    `splits` share the payment out: when it succeeds, each recipient's balance gets its
+    amount, and the merchant keeps the gross less the fee less the shares. They never add
+    up to more than the gross less the fee, and name each recipient once.
+    """
 
     order_id: str = Field(min_length=1, max_length=128)
     amount_minor: PositiveAmountMinor
@@ -22,6 +37,35 @@ class PaymentTerms(Contract):
     channel: Channel
     description: str = Field(default="", max_length=1000)
     fee_plan: FeePlan
+    splits: tuple[Split, ...] = Field(default=(), max_length=SPLITS_MAX)
+
+    @model_validator(mode="after")
+    def _splits_fit_in_the_net(self) -> Self:
+        check_splits(self.splits, self.amount_minor, self.fee_plan)
+        return self
+
+
+class SplitRefused(ValueError):
+    """Splits a payment cannot carry; `code` is stable for API errors."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def check_splits(splits: Sequence[Split], amount_minor: int, fee_plan: FeePlan) -> None:
+    """Raise SplitRefused (`split_recipient_repeated`, `split_exceeds_available`) unless
+    the shares name distinct recipients and fit in what is left after the fee."""
+    recipients = [split.recipient_id for split in splits]
+    if len(set(recipients)) != len(recipients):
+        raise SplitRefused("split_recipient_repeated", "each recipient may be named once")
+    shared = sum(split.amount_minor for split in splits)
+    available = amount_minor - fee_plan.fee_minor(amount_minor)
+    if shared > available:
+        raise SplitRefused(
+            "split_exceeds_available",
+            f"splits add up to {shared}, more than the {available} left after the fee",
+        )
 
 
 METADATA_KEYS_MAX = 20

@@ -25,6 +25,7 @@ from schemas.refunds import (
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
 from services.gateway import (
+    adjustments_api,
     admin_api,
     balance_transactions_api,
     channels_api,
@@ -94,6 +95,7 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
     app.include_router(settlements_api.admin)
     app.include_router(payouts_api.router)
     app.include_router(payouts_api.admin)
+    app.include_router(adjustments_api.admin)
     app.include_router(payouts_api.rail_callbacks)
     app.include_router(reports_api.router)
     app.include_router(balance_transactions_api.router)

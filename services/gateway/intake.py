@@ -3,13 +3,15 @@ topic: who the merchant is, whether it may take the payment, what is asked."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from asyncpg import Pool
+
 from schemas.common import Channel, FeePlan
 from schemas.merchants import MerchantProfile, MerchantStatus
-from schemas.payments import Payer, PaymentRequest
+from schemas.payments import Payer, PaymentRequest, Split, SplitRefused, check_splits
 from services.common.db import Connection
 
 
@@ -48,6 +50,21 @@ async def load_merchant(connection: Connection, merchant_id: str) -> Merchant | 
         "SELECT profile FROM merchants WHERE merchant_id = $1", merchant_id
     )
     return Merchant.of(merchant_id, MerchantProfile.model_validate(profile)) if profile else None
+
+
+async def active_merchant_ids(
+    connection: Connection | Pool, merchant_ids: Sequence[str]
+) -> set[str]:
+    """Which of `merchant_ids` are merchants that are active now."""
+    if not merchant_ids:
+        return set()
+    rows = await connection.fetch(
+        "SELECT merchant_id FROM merchants WHERE merchant_id = ANY($1::text[])"
+        " AND profile->>'status' = $2",
+        list(merchant_ids),
+        MerchantStatus.ACTIVE.value,
+    )
+    return {row["merchant_id"] for row in rows}
 
 
 def choose_channel(
@@ -89,12 +106,16 @@ def payment_request(
     payer: Payer | None = None,
     metadata: dict[str, str] | None = None,
     expires_in: timedelta | None = None,
+    splits: Sequence[Split] = (),
+    active_recipients: Collection[str] = (),
 ) -> PaymentRequest:
     """The request for a new payment, with the merchant's fee plan and expiry (or the
     sooner `expires_in`).
 
     Raises PaymentRefused (`merchant_suspended`, `channel_not_enabled`,
-    `expiry_too_long` when `expires_in` exceeds the merchant's payment expiry).
+    `expiry_too_long` when `expires_in` exceeds the merchant's payment expiry, and for
+    `splits`: `split_recipient_unknown` when a recipient is not in `active_recipients` or
+    is the merchant itself, `split_recipient_repeated`, `split_exceeds_available`).
     """
     if not merchant.active:
         raise PaymentRefused("merchant_suspended", f"merchant {merchant.merchant_id} is suspended")
@@ -104,6 +125,19 @@ def payment_request(
             "expiry_too_long", f"a payment of this merchant expires within {expiry_max}"
         )
     channel = choose_channel(merchant, [channel])
+    for split in splits:
+        if (
+            split.recipient_id == merchant.merchant_id
+            or split.recipient_id not in active_recipients
+        ):
+            raise PaymentRefused(
+                "split_recipient_unknown",
+                f"{split.recipient_id} is not an active merchant that can receive a share",
+            )
+    try:
+        check_splits(splits, amount_minor, merchant.fee_plans[channel])
+    except SplitRefused as refusal:
+        raise PaymentRefused(refusal.code, str(refusal)) from refusal
     return PaymentRequest(
         order_id=order_id,
         amount_minor=amount_minor,
@@ -114,4 +148,5 @@ def payment_request(
         expires_at=requested_at + (expires_in or expiry_max),
         payer=payer,
         metadata=metadata or {},
+        splits=tuple(splits),
     )

@@ -11,7 +11,7 @@ from schemas.common import Channel, FeePlan
 from schemas.envelope import check_storable_text
 from schemas.merchants import MerchantStatus, SettlementTerms
 from schemas.money import CurrencyCode, PositiveAmountMinor
-from schemas.payments import Metadata, Payer
+from schemas.payments import SPLITS_MAX, Metadata, Payer
 
 
 class Body(BaseModel):
@@ -28,6 +28,18 @@ class FailureView(BaseModel):
     code: str
     message: str
     rule_ids: list[str] = []
+
+
+class SplitRequest(Body):
+    recipient: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The id of the merchant who gets the share."
+    )
+    amount: PositiveAmountMinor = Field(description="Minor units of the payment for it.")
+
+
+class SplitView(BaseModel):
+    recipient: str
+    amount: int
 
 
 class CreatePaymentRequest(Body):
@@ -54,6 +66,13 @@ class CreatePaymentRequest(Body):
         ge=1,
         le=10_080 * 60,
         description="Expire sooner than the merchant's payment expiry (never later).",
+    )
+    splits: list[SplitRequest] = Field(
+        default_factory=list,
+        max_length=SPLITS_MAX,
+        description="Shares of the payment for other merchants (a marketplace's sellers or "
+        "partners): each gets its amount when the payment succeeds; they may add up to the "
+        "amount less this merchant's fee, which this merchant pays.",
     )
 
     @model_validator(mode="after")
@@ -123,6 +142,7 @@ class PaymentView(BaseModel):
     failure: FailureView | None = None
     amount_refunded: int = 0
     metadata: dict[str, str] = Field(default_factory=dict)
+    splits: list[SplitView] = Field(default_factory=list)
     expires_at: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from schemas import new_command
 from schemas.common import Channel
-from schemas.payments import CancelPayment, CancelPaymentPayload, CreatePayment
+from schemas.payments import CancelPayment, CancelPaymentPayload, CreatePayment, Split
 from services.common.db import Connection
 from services.common.event_store import enqueue_commands
 from services.common.ids import new_prefixed_id
@@ -25,7 +25,12 @@ from services.gateway.domain import (
     SETTLED_VIEW_STATUSES,
     STATUS_AFTER_EVENT,
 )
-from services.gateway.intake import PaymentRefused, choose_channel, payment_request
+from services.gateway.intake import (
+    PaymentRefused,
+    active_merchant_ids,
+    choose_channel,
+    payment_request,
+)
 from services.gateway.listing import (
     LIMIT_DEFAULT,
     CreatedGte,
@@ -72,6 +77,7 @@ def _view(row: asyncpg.Record) -> PaymentView:
         failure=row["failure"],
         amount_refunded=row["amount_refunded_minor"],
         metadata=row["metadata"],
+        splits=row["splits"],
         expires_at=row["expires_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -141,6 +147,7 @@ async def create_payment(
     circuits: ChannelCircuits = request.app.state.circuits
     try:
         channel = choose_channel(merchant, body.channel_candidates(), circuits.allows)
+        splits = [Split(recipient_id=s.recipient, amount_minor=s.amount) for s in body.splits]
         payment = payment_request(
             merchant,
             order_id=body.order_id,
@@ -151,6 +158,10 @@ async def create_payment(
             requested_at=context.clock.now(),
             payer=body.payer,
             metadata=body.metadata,
+            splits=splits,
+            active_recipients=await active_merchant_ids(
+                context.pool, [split.recipient_id for split in splits]
+            ),
             expires_in=(
                 timedelta(seconds=body.expires_in_seconds)
                 if body.expires_in_seconds is not None

@@ -55,8 +55,9 @@ async def project_payment_event(connection: asyncpg.Connection, event: Event) ->
         await connection.execute(
             "INSERT INTO payments (payment_id, merchant_id, order_id, amount_minor, currency,"
             " channel, description, status, version, created_at, updated_at, metadata,"
-            " expires_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11::text::jsonb, $12)"
+            " expires_at, splits)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11::text::jsonb, $12,"
+            " $13::text::jsonb)"
             " ON CONFLICT DO NOTHING",
             event.aggregate_id,
             event.merchant_id,
@@ -70,6 +71,12 @@ async def project_payment_event(connection: asyncpg.Connection, event: Event) ->
             event.occurred_at,
             json.dumps(terms.metadata),
             terms.expires_at,
+            json.dumps(
+                [
+                    {"recipient": split.recipient_id, "amount": split.amount_minor}
+                    for split in terms.splits
+                ]
+            ),
         )
         return
     next_action = (

@@ -6,20 +6,29 @@ the broker and the outbox relay start in the app's lifespan.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date
 from typing import Annotated
 
 import asyncpg
 from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from schemas import Event, Topic
 from schemas.ledger import SettlementBatchSummary
 from schemas.merchants import MerchantOnboarded, MerchantUpdated
+from schemas.money import CurrencyCode, SignedAmountMinor
 from schemas.payouts import BankPayoutFailed, BankPayoutPaid, PayoutSummary
 from schemas.statements import statement_csv
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
+from services.ledger.adjustments import (
+    Adjustment,
+    AdjustmentRefused,
+    post_adjustment,
+    reverse_adjustment,
+)
 from services.ledger.domain import ENTRY_RULES
 from services.ledger.handlers import BALANCES_LIMIT_MAX, post_event, read_balances
 from services.ledger.payouts import record_payout_result, run_payouts
@@ -124,6 +133,62 @@ def _add_payout_routes(app: FastAPI) -> None:
         return await run_payouts(context.pool, body.as_of, context.clock)
 
 
+class AdjustmentRequest(BaseModel):
+    merchant_id: str = Field(min_length=1, max_length=128)
+    reference: str = Field(min_length=1, max_length=128)
+    currency: CurrencyCode
+    amount_minor: SignedAmountMinor
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ReversalRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+def _adjustment_answer(adjustment: Adjustment, posted_now: bool) -> JSONResponse:
+    body = {**asdict(adjustment), "created_at": adjustment.created_at.isoformat()}
+    return JSONResponse(body, status_code=201 if posted_now else 200)
+
+
+def _add_adjustment_routes(app: FastAPI) -> None:
+    @app.post("/internal/v1/adjustments")
+    async def adjust(request: Request, body: AdjustmentRequest) -> JSONResponse:
+        """Post a manual adjustment of a merchant's available balance (201), or return the
+        one already posted under the same reference (200)."""
+        context: ServiceContext = request.app.state.context
+        if body.amount_minor == 0:
+            return _refusal(AdjustmentRefused(422, "invalid_amount", "an adjustment of 0"))
+        try:
+            adjustment, posted_now = await post_adjustment(
+                context.pool,
+                merchant_id=body.merchant_id,
+                reference=body.reference,
+                currency=body.currency,
+                amount_minor=body.amount_minor,
+                reason=body.reason,
+                clock=context.clock,
+            )
+        except AdjustmentRefused as refusal:
+            return _refusal(refusal)
+        return _adjustment_answer(adjustment, posted_now)
+
+    @app.post("/internal/v1/adjustments/{adjustment_id}/reverse")
+    async def reverse(request: Request, adjustment_id: str, body: ReversalRequest) -> JSONResponse:
+        """Post the reversal of an adjustment once (201; 200 when it was reversed before)."""
+        context: ServiceContext = request.app.state.context
+        try:
+            adjustment, posted_now = await reverse_adjustment(
+                context.pool, adjustment_id, reason=body.reason, clock=context.clock
+            )
+        except AdjustmentRefused as refusal:
+            return _refusal(refusal)
+        return _adjustment_answer(adjustment, posted_now)
+
+
+def _refusal(refusal: AdjustmentRefused) -> JSONResponse:
+    return JSONResponse({"code": refusal.code, "detail": str(refusal)}, status_code=refusal.status)
+
+
 def create_app(settings: LedgerSettings | None = None, clock: Clock | None = None) -> FastAPI:
     """The ledger's ASGI app; run its lifespan to start consuming and publishing."""
     ledger_settings = settings or LedgerSettings()
@@ -139,4 +204,5 @@ def create_app(settings: LedgerSettings | None = None, clock: Clock | None = Non
     _add_settlement_routes(app)
     app.include_router(balance_transactions_router)
     _add_payout_routes(app)
+    _add_adjustment_routes(app)
     return app

@@ -17,7 +17,7 @@ from typing import Any
 
 from schemas.common import Channel, FeePlan
 from schemas.envelope import Event
-from schemas.ledger import Posting
+from schemas.ledger import AdjustmentPosted, AdjustmentPostedPayload, Posting
 from schemas.payments import (
     PaymentPaidAfterClose,
     PaymentPaidAfterClosePayload,
@@ -27,11 +27,13 @@ from schemas.payments import (
 from schemas.refunds import RefundInitiator, RefundSucceeded, RefundSucceededPayload
 from services.common.invariant import invariant
 
-BASIS_POINTS_PER_UNIT = 10_000
-
 PAYMENT_SUCCEEDED_KIND = "payment_succeeded"
 
 FEE_REVENUE_ACCOUNT = "platform:fee_revenue"
+# What operations gave merchants (or took back) by manual adjustments: platform expense
+# when positive (debit-normal).
+ADJUSTMENTS_ACCOUNT = "platform:adjustments"
+ADJUSTMENT_KIND = "adjustment"
 # Money a channel took for a payment that was already over, owed back to the payer until
 # it is refunded.
 REFUNDS_CLEARING_ACCOUNT = "platform:refunds_clearing"
@@ -63,21 +65,6 @@ class InvalidMerchantId(ValueError):
     code = "invalid_merchant_id"
 
 
-def divide_round_half_even(numerator: int, denominator: int) -> int:
-    """`numerator / denominator` rounded to the nearest integer, ties to the even one.
-
-    Pure integer arithmetic: no float, no Decimal. Both arguments must be non-negative and
-    the denominator positive (an InvariantViolation otherwise: callers guarantee it).
-    """
-    invariant(numerator >= 0, f"numerator must be non-negative, got {numerator}")
-    invariant(denominator > 0, f"denominator must be positive, got {denominator}")
-    quotient, remainder = divmod(numerator, denominator)
-    twice_remainder = 2 * remainder
-    if twice_remainder > denominator or (twice_remainder == denominator and quotient % 2 == 1):
-        return quotient + 1
-    return quotient
-
-
 def fee_for(amount_minor: int, fee_plan: FeePlan) -> int:
     """The fee on a payment of `amount_minor`, in the same currency's minor units.
 
@@ -94,10 +81,7 @@ def fee_for(amount_minor: int, fee_plan: FeePlan) -> int:
     which the `PaymentSucceeded` contract already excludes.
     """
     invariant(amount_minor > 0, f"amount_minor must be positive, got {amount_minor}")
-    proportional_minor = divide_round_half_even(
-        amount_minor * fee_plan.basis_points, BASIS_POINTS_PER_UNIT
-    )
-    return min(fee_plan.fixed_minor + proportional_minor, amount_minor)
+    return fee_plan.fee_minor(amount_minor)
 
 
 def channel_receivable_account(channel: Channel | str) -> str:
@@ -124,6 +108,20 @@ def merchant_pending_account(merchant_id: str) -> str:
     return f"{merchant_account_prefix(merchant_id)}pending"
 
 
+def merchant_of_account(account_id: str) -> str | None:
+    """The merchant whose account `account_id` is (`merchant:{id}:{bucket}`), else None."""
+    kind, _, rest = account_id.partition(":")
+    merchant_id, separator, bucket = rest.partition(":")
+    if kind != "merchant" or not separator or not merchant_id or not bucket:
+        return None
+    return merchant_id
+
+
+def merchant_available_account(merchant_id: str) -> str:
+    """Settled funds the merchant may be paid out (a liability, credit-normal)."""
+    return f"{merchant_account_prefix(merchant_id)}available"
+
+
 def entry_id_for(source_event_id: uuid.UUID | str) -> str:
     """The deterministic id of the journal entry that records `source_event_id`."""
     name = f"payrail:ledger:{source_event_id}"
@@ -141,23 +139,32 @@ def _lines(currency: str, lines: Iterable[tuple[str, int]]) -> list[Posting]:
 
 
 def payment_succeeded_entry(payment: PaymentSucceededPayload, merchant_id: str) -> list[Posting]:
-    """The postings that record a successful payment of gross G with fee F.
+    """The postings that record a successful payment of gross G with fee F, shared out
+    in splits S1..Sn (a marketplace's sellers or partners):
 
     - debit  `platform:channel_receivable:{channel}`  +G  (the channel owes us the gross)
-    - credit `merchant:{merchant_id}:pending`          -(G - F)
+    - credit `merchant:{merchant_id}:pending`          -(G - F - S1 - ... - Sn)
+    - credit `merchant:{recipient_i}:pending`          -Si  for each split
     - credit `platform:fee_revenue`                    -F
 
+    The merchant of record pays the fee; the contract guarantees the splits fit in G - F.
     Zero lines are omitted. The result is balanced (checked before it is returned).
     Raises InvalidMerchantId for a merchant id containing `:`, and UnbalancedEntry only on
     a bug in this function.
     """
     gross_minor = payment.amount_minor
     fee_minor = fee_for(gross_minor, payment.fee_plan)
+    shared_minor = sum(split.amount_minor for split in payment.splits)
+    invariant(shared_minor <= gross_minor - fee_minor, "splits exceed the net of the payment")
     postings = _lines(
         payment.currency,
         [
             (channel_receivable_account(payment.channel), gross_minor),
-            (merchant_pending_account(merchant_id), -(gross_minor - fee_minor)),
+            (merchant_pending_account(merchant_id), -(gross_minor - fee_minor - shared_minor)),
+            *(
+                (merchant_pending_account(split.recipient_id), -split.amount_minor)
+                for split in payment.splits
+            ),
             (FEE_REVENUE_ACCOUNT, -fee_minor),
         ],
     )
@@ -215,6 +222,24 @@ def refund_succeeded_entry(refund: RefundSucceededPayload, merchant_id: str) -> 
     return postings
 
 
+def adjustment_entry(adjustment: AdjustmentPostedPayload, merchant_id: str) -> list[Posting]:
+    """The postings of a manual adjustment A of a merchant's available balance (A > 0
+    gives the merchant money, A < 0 takes it; a reversal is the opposite adjustment):
+
+    - debit  `platform:adjustments`            +A
+    - credit `merchant:{merchant_id}:available`  -A
+    """
+    postings = _lines(
+        adjustment.currency,
+        [
+            (ADJUSTMENTS_ACCOUNT, adjustment.amount_minor),
+            (merchant_available_account(merchant_id), -adjustment.amount_minor),
+        ],
+    )
+    check_balanced(postings)
+    return postings
+
+
 def check_balanced(postings: Sequence[Posting]) -> None:
     """Check that `postings` form a valid journal entry.
 
@@ -248,5 +273,14 @@ ENTRY_RULES: dict[type[Event], tuple[str, Callable[[Any], list[Posting]]]] = {
     RefundSucceeded: (
         REFUND_SUCCEEDED_KIND,
         lambda event: refund_succeeded_entry(event.payload, event.merchant_id),
+    ),
+}
+
+# The entry an adjustment posts, from the event alone (live and in a rebuild). The ledger
+# records adjustments itself, so they are not among the consumed ENTRY_RULES.
+ADJUSTMENT_ENTRY_RULES: dict[type[Event], tuple[str, Callable[[Any], list[Posting]]]] = {
+    AdjustmentPosted: (
+        ADJUSTMENT_KIND,
+        lambda event: adjustment_entry(event.payload, event.merchant_id),
     ),
 }

@@ -19,7 +19,7 @@ from services.common.clock import Clock
 from services.common.db import Connection
 from services.common.decisions import Decision, Emit
 from services.common.event_store import record_decision
-from services.ledger.domain import ENTRY_RULES, check_balanced, entry_id_for
+from services.ledger.domain import ENTRY_RULES, check_balanced, entry_id_for, merchant_of_account
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +31,12 @@ _INSERT_ENTRY = """
 INSERT INTO journal_entries (entry_id, source_event_id, kind, merchant_id, occurred_at)
 VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT DO NOTHING
-RETURNING entry_id
+RETURNING seq
+"""
+
+_INSERT_PARTIES = """
+INSERT INTO entry_parties (merchant_id, seq, entry_id)
+SELECT merchant_id, $2, $3 FROM unnest($1::text[]) AS merchant_id
 """
 
 _INSERT_POSTING = """
@@ -95,7 +100,7 @@ async def post_entry(
     """
     check_balanced(postings)
     entry_id = entry_id_for(event.event_id)
-    inserted = await connection.fetchval(
+    seq = await connection.fetchval(
         _INSERT_ENTRY,
         entry_id,
         event.event_id,
@@ -105,10 +110,19 @@ async def post_entry(
         # got round to it, so a rebuild from the log dates every entry the same.
         event.occurred_at,
     )
-    if inserted is None:
+    if seq is None:
         log.info("journal_entry_exists", entry_id=entry_id)
         return None
     await _insert_postings(connection, entry_id, postings)
+    parties = sorted(
+        {
+            merchant_id
+            for posting in postings
+            if (merchant_id := merchant_of_account(posting.account_id)) is not None
+        }
+    )
+    if parties:
+        await connection.execute(_INSERT_PARTIES, parties, seq, entry_id)
     await connection.execute(_APPLY_TO_BALANCES, entry_id)
     payload = JournalEntryPostedPayload(
         entry_id=entry_id,

@@ -21,8 +21,11 @@ from schemas.envelope import Event
 from schemas.ledger import Posting
 from schemas.payouts import PayoutCreated, PayoutFailed, PayoutPaid
 from services.common.invariant import invariant
-from services.ledger.domain import check_balanced, merchant_account_prefix
-from services.ledger.settlement import merchant_available_account
+from services.ledger.domain import (
+    check_balanced,
+    merchant_account_prefix,
+    merchant_available_account,
+)
 
 # The platform's bank account that payouts leave from (an asset, debit-normal): its
 # balance goes down by every payout paid. Funding it from the channels' settlements is

@@ -35,9 +35,9 @@ from services.common.clock import Clock
 from services.common.db import Connection
 from services.common.decisions import Decision, Emit, Send
 from services.common.event_store import record_decision, stream_version
+from services.ledger.domain import merchant_available_account
 from services.ledger.handlers import PRODUCER, post_entry
 from services.ledger.payout_rules import PAYOUT_ENTRY_RULES, payout_amount
-from services.ledger.settlement import merchant_available_account
 from services.ledger.settlement_run import terms_of
 
 log = structlog.get_logger(__name__)

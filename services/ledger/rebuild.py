@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import Event, Topic, topic_name
 from schemas.catalog import UndecodableMessage, decode
-from services.ledger.domain import ENTRY_RULES, check_balanced
+from services.ledger.domain import ADJUSTMENT_ENTRY_RULES, ENTRY_RULES, check_balanced
 from services.ledger.payout_rules import PAYOUT_ENTRY_RULES
 from services.ledger.settlement import SETTLEMENT_ENTRY_RULES
 
@@ -31,7 +31,12 @@ AccountKey = tuple[str, str]  # (account id, currency)
 LEDGER_SCHEMA = "ledger"
 
 # Every event that moves money, whichever service recorded it, and the entry it posts.
-REPLAY_RULES = {**ENTRY_RULES, **SETTLEMENT_ENTRY_RULES, **PAYOUT_ENTRY_RULES}
+REPLAY_RULES = {
+    **ENTRY_RULES,
+    **SETTLEMENT_ENTRY_RULES,
+    **PAYOUT_ENTRY_RULES,
+    **ADJUSTMENT_ENTRY_RULES,
+}
 # The topics a rebuild reads, in this order (balances are sums: the order is not material).
 LOG_TOPICS = (Topic.PAYMENTS_EVENTS, Topic.LEDGER_EVENTS)
 

@@ -19,12 +19,11 @@ from schemas.envelope import Event
 from schemas.ledger import Posting, SettlementCreated
 from schemas.merchants import SettlementTerms
 from services.common.invariant import invariant
-from services.ledger.domain import check_balanced, merchant_account_prefix, merchant_pending_account
-
-
-def merchant_available_account(merchant_id: str) -> str:
-    """Settled funds the merchant may be paid out (a liability, credit-normal)."""
-    return f"{merchant_account_prefix(merchant_id)}available"
+from services.ledger.domain import (
+    check_balanced,
+    merchant_available_account,
+    merchant_pending_account,
+)
 
 
 def business_day(occurred_at: datetime, terms: SettlementTerms) -> date:

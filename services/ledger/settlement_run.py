@@ -41,12 +41,19 @@ log = structlog.get_logger(__name__)
 SETTLED_KINDS = (PAYMENT_SUCCEEDED_KIND, REFUND_SUCCEEDED_KIND)
 _BATCH_NAMESPACE = uuid.UUID("4d3c8f0e-61a2-4b1b-9c55-0e7f0d3b2a18")
 
+# A merchant's unsettled postings on its pending account, whoever's entry they are in (a
+# payment shared out in splits credits its recipients' pending accounts too).
 _DUE_CANDIDATES = """
 SELECT e.entry_id, e.kind, e.occurred_at, e.source_event_id::text AS source_event_id,
-       p.currency, p.amount_minor
-FROM journal_entries e JOIN postings p ON p.entry_id = e.entry_id
-WHERE e.merchant_id = $1 AND p.account_id = $2 AND e.kind = ANY($3::text[])
-  AND NOT EXISTS (SELECT 1 FROM settlement_lines l WHERE l.entry_id = e.entry_id)
+       p.currency, sum(p.amount_minor)::bigint AS amount_minor
+FROM entry_parties ep
+JOIN journal_entries e ON e.entry_id = ep.entry_id
+JOIN postings p ON p.entry_id = e.entry_id AND p.account_id = $2
+WHERE ep.merchant_id = $1 AND e.kind = ANY($3::text[])
+  AND NOT EXISTS (
+      SELECT 1 FROM settlement_lines l WHERE l.entry_id = e.entry_id AND l.account_id = $2
+  )
+GROUP BY e.entry_id, e.kind, e.occurred_at, e.source_event_id, p.currency
 ORDER BY e.occurred_at, e.entry_id
 """
 
@@ -162,10 +169,18 @@ async def _settle_merchant(
             event.occurred_at,
         )
         await connection.executemany(
-            "INSERT INTO settlement_lines (batch_id, entry_id, kind, source_event_id, amount_minor)"
-            " VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO settlement_lines"
+            " (batch_id, entry_id, account_id, kind, source_event_id, amount_minor)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
             [
-                (batch_id, line.entry_id, line.kind, line.source_event_id, line.amount_minor)
+                (
+                    batch_id,
+                    line.entry_id,
+                    merchant_pending_account(merchant_id),
+                    line.kind,
+                    line.source_event_id,
+                    line.amount_minor,
+                )
                 for line in lines
             ],
         )

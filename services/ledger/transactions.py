@@ -35,24 +35,26 @@ _BALANCE_TRANSACTION_ID = re.compile(
     re.escape(BALANCE_TRANSACTION_ID_PREFIX) + r"([A-Za-z0-9_]{1,120})_([0-9]{1,5})", re.ASCII
 )
 
-# Every entry names the merchant whose accounts it touches (a payment's, refund's,
-# settlement's or payout's merchant), so the merchant's entries are found through the
-# (merchant_id, seq) index and their postings filtered to the merchant's own accounts.
+# `entry_parties` names every merchant whose accounts an entry touches (the recipients of
+# a payment's splits included), so the merchant's entries are found through its
+# (merchant_id, seq) key and their postings filtered to the merchant's own accounts.
 _SELECT_CURSOR = r"""
-SELECT e.seq
-FROM journal_entries e JOIN postings p ON p.entry_id = e.entry_id
-WHERE e.entry_id = $1 AND p.line = $2 AND e.merchant_id = $3
+SELECT ep.seq
+FROM entry_parties ep JOIN postings p ON p.entry_id = ep.entry_id
+WHERE ep.entry_id = $1 AND p.line = $2 AND ep.merchant_id = $3
   AND p.account_id LIKE $4 ESCAPE '\'
 """
 
 # `e.seq <= $3` repeats the row comparison's first column so the index bounds the scan.
 _SELECT_PAGE = r"""
-SELECT e.seq, p.line, e.entry_id, e.kind, e.source_event_id::text AS source_event_id,
+SELECT ep.seq, p.line, e.entry_id, e.kind, e.source_event_id::text AS source_event_id,
        e.occurred_at, p.account_id, p.currency, p.amount_minor
-FROM journal_entries e JOIN postings p ON p.entry_id = e.entry_id
-WHERE e.merchant_id = $1 AND p.account_id LIKE $2 ESCAPE '\'
-  AND ($3::bigint IS NULL OR (e.seq <= $3 AND (e.seq, p.line) < ($3, $4::smallint)))
-ORDER BY e.seq DESC, p.line DESC
+FROM entry_parties ep
+JOIN journal_entries e ON e.entry_id = ep.entry_id
+JOIN postings p ON p.entry_id = ep.entry_id
+WHERE ep.merchant_id = $1 AND p.account_id LIKE $2 ESCAPE '\'
+  AND ($3::bigint IS NULL OR (ep.seq <= $3 AND (ep.seq, p.line) < ($3, $4::smallint)))
+ORDER BY ep.seq DESC, p.line DESC
 LIMIT $5
 """
 

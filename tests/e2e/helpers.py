@@ -64,6 +64,15 @@ def ledger_balance(platform: Any, account_prefix: str, currency: str = "CNY") ->
     return sum(row["balance_minor"] for row in rows if row["currency"] == currency)
 
 
+def as_admin(info: PlatformInfo) -> httpx.Client:
+    """A client with the platform's admin key (use it as a context manager)."""
+    return httpx.Client(
+        base_url=info.api_base_url,
+        headers={"Authorization": f"Bearer {info.admin_key}"},
+        timeout=30.0,
+    )
+
+
 def as_merchant(info: PlatformInfo, api_key: str) -> httpx.Client:
     return httpx.Client(
         base_url=info.api_base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=15.0

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from services.common.launcher import PlatformInfo
-from tests.e2e.helpers import as_merchant, eventually, new_payment
+from tests.e2e.helpers import as_admin, as_merchant, eventually, new_payment
 
 BASIS_POINTS = 250
 FIXED_MINOR = 30
@@ -51,11 +51,7 @@ def test_a_payment_and_its_partial_refund_are_listed_as_pending_movements(
     amount, refunded = 12_340, 3_000
     fee = fee_minor(amount)
     assert fee == 30 + 308  # 308.5 is a tie: rounded to the even 308
-    admin = httpx.Client(
-        base_url=info.api_base_url,
-        headers={"Authorization": f"Bearer {info.admin_key}"},
-        timeout=30.0,
-    )
+    admin = as_admin(info)
     with admin:
         shop_key = onboard(admin, "Ledger Reader Shop")["api_key"]["secret"]
         stranger_key = onboard(admin, "Stranger Shop")["api_key"]["secret"]

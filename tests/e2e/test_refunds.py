@@ -13,6 +13,7 @@ import httpx
 from services.common.launcher import PlatformInfo
 from tests.e2e.conftest import PspFaults
 from tests.e2e.helpers import (
+    as_admin,
     as_merchant,
     balance_of,
     eventually,
@@ -160,11 +161,7 @@ def test_unpaid_payments_and_other_merchants_cannot_be_refunded(
 
     payment = paid_payment(api, 300)
     refund = api.post(f"/v1/payments/{payment['id']}/refunds", json={"amount": 100}).json()
-    admin = httpx.Client(
-        base_url=info.api_base_url,
-        headers={"Authorization": f"Bearer {info.admin_key}"},
-        timeout=15.0,
-    )
+    admin = as_admin(info)
     with admin:
         other = admin.post("/v1/admin/merchants", json={"name": "Other Shop"}).json()
     with as_merchant(info, other["api_key"]["secret"]) as stranger:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from services.common.launcher import PlatformInfo
-from tests.e2e.helpers import as_merchant, eventually, new_payment
+from tests.e2e.helpers import as_admin, as_merchant, eventually, new_payment
 
 CARD_PLAN = {"basis_points": 290, "fixed_minor": 30}
 ALIPAY_PLAN = {"basis_points": 60, "fixed_minor": 0}
@@ -112,11 +112,7 @@ def check_consistency(report: dict[str, Any]) -> None:
 def test_reports_show_a_merchants_payments_succeeded_failed_open_and_fees(
     info: PlatformInfo,
 ) -> None:
-    admin = httpx.Client(
-        base_url=info.api_base_url,
-        headers={"Authorization": f"Bearer {info.admin_key}"},
-        timeout=30.0,
-    )
+    admin = as_admin(info)
     with admin:
         onboarded = admin.post(
             "/v1/admin/merchants",

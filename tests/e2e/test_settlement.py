@@ -11,17 +11,13 @@ import httpx
 
 from services.common.launcher import PlatformInfo
 from tests.e2e.conftest import PspFaults
-from tests.e2e.helpers import as_merchant, balance_of, eventually, new_payment
+from tests.e2e.helpers import as_admin, as_merchant, balance_of, eventually, new_payment
 
 
 def test_a_t_plus_one_merchant_is_settled_once_and_paid_out(
     info: PlatformInfo, psp_faults: PspFaults
 ) -> None:
-    admin = httpx.Client(
-        base_url=info.api_base_url,
-        headers={"Authorization": f"Bearer {info.admin_key}"},
-        timeout=30.0,
-    )
+    admin = as_admin(info)
     with admin:
         onboarded = admin.post(
             "/v1/admin/merchants",

@@ -208,6 +208,13 @@ async def test_the_sequence_migration_numbers_existing_entries_in_insertion_orde
             after = await insert_entry(
                 connection, [("platform:x", "CNY", 400), ("merchant:mch_test:pending", "CNY", -400)]
             )
+            # The raw insert names no parties (post_entry does); the migration named the
+            # entries before it.
+            await connection.execute(
+                "INSERT INTO entry_parties (merchant_id, seq, entry_id)"
+                " SELECT 'mch_test', seq, entry_id FROM journal_entries WHERE entry_id = $1",
+                after,
+            )
         numbered = await connection.fetch("SELECT entry_id, seq FROM journal_entries ORDER BY seq")
         assert [row["entry_id"] for row in numbered] == [*before, after]
         assert all(row["seq"] is not None for row in numbered)

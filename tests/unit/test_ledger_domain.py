@@ -9,20 +9,21 @@ from fractions import Fraction
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from schemas.common import Channel, FeePlan
-from schemas.ledger import Posting
-from schemas.money import AMOUNT_MINOR_MAX
-from schemas.payments import PaymentSucceededPayload
+from schemas.ledger import AdjustmentPostedPayload, Posting
+from schemas.money import AMOUNT_MINOR_MAX, divide_round_half_even
+from schemas.payments import PaymentSucceededPayload, Split, SplitRefused, check_splits
 from schemas.refunds import RefundInitiator, RefundSucceededPayload
 from services.common.invariant import InvariantViolation
 from services.ledger.domain import (
     FEE_REVENUE_ACCOUNT,
     InvalidMerchantId,
     UnbalancedEntry,
+    adjustment_entry,
     channel_receivable_account,
     check_balanced,
-    divide_round_half_even,
     entry_id_for,
     fee_for,
     merchant_account_prefix,
@@ -274,3 +275,83 @@ def test_a_refund_debits_who_owed_the_payer_and_credits_the_channel(
         (debited, 250),
         ("platform:channel_receivable:wechat_pay", -250),
     ]
+
+
+def test_splits_credit_each_recipient_and_the_merchant_keeps_the_rest_less_the_fee() -> None:
+    # 10,000 at 100 bp: fee 100; 3,000 to a seller and 900 to a partner; 6,000 kept.
+    shared = payment(10_000, plan(100)).model_copy(
+        update={
+            "splits": (
+                Split(recipient_id="mch_seller", amount_minor=3_000),
+                Split(recipient_id="mch_partner", amount_minor=900),
+            )
+        }
+    )
+    lines = {p.account_id: p.amount_minor for p in payment_succeeded_entry(shared, "mch_shop")}
+    assert lines == {
+        "platform:channel_receivable:alipay": 10_000,
+        "merchant:mch_shop:pending": -6_000,
+        "merchant:mch_seller:pending": -3_000,
+        "merchant:mch_partner:pending": -900,
+        "platform:fee_revenue": -100,
+    }
+
+
+def test_splits_may_take_the_whole_net_leaving_the_merchant_no_line() -> None:
+    shared = payment(1_000, plan(100)).model_copy(
+        update={"splits": (Split(recipient_id="mch_seller", amount_minor=990),)}
+    )
+    accounts = [p.account_id for p in payment_succeeded_entry(shared, "mch_shop")]
+    assert "merchant:mch_shop:pending" not in accounts
+
+
+@pytest.mark.parametrize(
+    ("splits", "code"),
+    [
+        ((Split(recipient_id="mch_a", amount_minor=991),), "split_exceeds_available"),
+        (
+            (
+                Split(recipient_id="mch_a", amount_minor=500),
+                Split(recipient_id="mch_b", amount_minor=491),
+            ),
+            "split_exceeds_available",
+        ),
+        (
+            (
+                Split(recipient_id="mch_a", amount_minor=1),
+                Split(recipient_id="mch_a", amount_minor=1),
+            ),
+            "split_recipient_repeated",
+        ),
+    ],
+)
+def test_splits_beyond_the_net_or_naming_a_recipient_twice_are_refused(
+    splits: tuple[Split, ...], code: str
+) -> None:
+    # 1,000 at 100 bp leaves 990 to share.
+    with pytest.raises(SplitRefused) as refused:
+        check_splits(splits, 1_000, plan(100))
+    assert refused.value.code == code
+    with pytest.raises(ValidationError):
+        PaymentSucceededPayload.model_validate(
+            {**payment(1_000, plan(100)).model_dump(), "splits": [s.model_dump() for s in splits]}
+        )
+
+
+@pytest.mark.parametrize("amount", [500, -500])
+def test_an_adjustment_moves_available_against_the_platform_adjustments_account(
+    amount: int,
+) -> None:
+    adjustment = AdjustmentPostedPayload(
+        adjustment_id="adj_1", currency="CNY", amount_minor=amount, reason="goodwill"
+    )
+    postings = adjustment_entry(adjustment, "mch_1")
+    assert [(p.account_id, p.amount_minor) for p in postings] == [
+        ("platform:adjustments", amount),
+        ("merchant:mch_1:available", -amount),
+    ]
+
+
+def test_an_adjustment_of_nothing_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        AdjustmentPostedPayload(adjustment_id="adj_1", currency="CNY", amount_minor=0, reason="x")

@@ -1,5 +1,6 @@
 """Property-based tests of the ledger's posting rules over random histories of payments,
-partial refunds, late payments, settlements, payouts, payout failures and redelivered
+partial refunds, splits to another merchant, late payments, settlements, payouts, payout
+failures, adjustments and their reversals, and redelivered
 events: every entry balances, every currency sums to zero, no event is posted twice, a
 rebuild from the log equals the balances built one event at a time, and each merchant's
 pending, available and in-transit balances are what the history says."""
@@ -10,6 +11,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from fractions import Fraction
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -17,12 +19,19 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from schemas import Event, new_event
 from schemas.common import Channel, Failure, FeePlan
-from schemas.ledger import SettlementCreated, SettlementCreatedPayload, SettlementLine
+from schemas.ledger import (
+    AdjustmentPosted,
+    AdjustmentPostedPayload,
+    SettlementCreated,
+    SettlementCreatedPayload,
+    SettlementLine,
+)
 from schemas.payments import (
     PaymentPaidAfterClose,
     PaymentPaidAfterClosePayload,
     PaymentSucceeded,
     PaymentSucceededPayload,
+    Split,
 )
 from schemas.payouts import (
     PayoutCreated,
@@ -90,6 +99,7 @@ class LedgerHistory(RuleBasedStateMachine):
         self.unsettled: defaultdict[tuple[str, str], list[tuple[Event, int]]] = defaultdict(list)
         self.payouts: dict[str, Payout] = {}
         self.paid_payouts: set[str] = set()
+        self.adjustments: dict[str, tuple[str, str, int]] = {}  # not reversed yet
 
     def _deliver(self, event: Event) -> None:
         """What the live ledger does with one delivery: post once per event id."""
@@ -114,6 +124,7 @@ class LedgerHistory(RuleBasedStateMachine):
         basis_points=st.integers(min_value=0, max_value=10_000),
         fixed=st.integers(min_value=0, max_value=500),
         late=st.booleans(),
+        share=st.fractions(min_value=0, max_value=1),
     )
     def pay(
         self,
@@ -124,9 +135,16 @@ class LedgerHistory(RuleBasedStateMachine):
         basis_points: int,
         fixed: int,
         late: bool,
+        share: Fraction,
     ) -> None:
+        """A payment; part of what it leaves after the fee may go to the other merchant
+        (a marketplace split)."""
         payment_id = f"pay_{uuid.uuid4().hex}"
         plan = FeePlan(basis_points=basis_points, fixed_minor=fixed)
+        net = amount - fee_for(amount, plan)
+        recipient = next(other for other in MERCHANTS if other != merchant)
+        shared = int(net * share)
+        splits = (Split(recipient_id=recipient, amount_minor=shared),) if shared else ()
         fields = {
             "order_id": "o",
             "amount_minor": amount,
@@ -140,13 +158,13 @@ class LedgerHistory(RuleBasedStateMachine):
             payload: object = PaymentPaidAfterClosePayload(**fields, closed_status="expired")
             self._deliver(_event(PaymentPaidAfterClose, payload, payment_id, merchant))
         else:
-            payload = PaymentSucceededPayload(**fields)
+            payload = PaymentSucceededPayload(**fields, splits=splits)
             event = _event(PaymentSucceeded, payload, payment_id, merchant)
             self._deliver(event)
-            owed = amount - fee_for(amount, plan)
-            self.expected_pending[(merchant, currency)] += owed
-            if owed:
-                self.unsettled[(merchant, currency)].append((event, owed))
+            for party, owed in ((merchant, net - shared), (recipient, shared)):
+                self.expected_pending[(party, currency)] += owed
+                if owed:
+                    self.unsettled[(party, currency)].append((event, owed))
         self.payments[payment_id] = PaidPayment(merchant, currency, channel, amount, late)
 
     @precondition(lambda self: self.payments)
@@ -222,6 +240,38 @@ class LedgerHistory(RuleBasedStateMachine):
         self.payouts[payout_id] = Payout(merchant, currency, amount)
         self.expected_available[(merchant, currency)] -= amount
         self.expected_in_transit[(merchant, currency)] += amount
+
+    @rule(
+        merchant=st.sampled_from(MERCHANTS),
+        currency=st.sampled_from(CURRENCIES),
+        amount=st.integers(min_value=-(10**6), max_value=10**6).filter(bool),
+    )
+    def adjust(self, merchant: str, currency: str, amount: int) -> None:
+        """Operations correct an available balance (either way)."""
+        adjustment_id = f"adj_{uuid.uuid4().hex}"
+        payload = AdjustmentPostedPayload(
+            adjustment_id=adjustment_id, currency=currency, amount_minor=amount, reason="r"
+        )
+        self._deliver(_event(AdjustmentPosted, payload, adjustment_id, merchant))
+        self.adjustments[adjustment_id] = (merchant, currency, amount)
+        self.expected_available[(merchant, currency)] += amount
+
+    @precondition(lambda self: self.adjustments)
+    @rule(data=st.data())
+    def reverse_adjustment(self, data: st.DataObject) -> None:
+        """A mistaken adjustment is reversed by the opposite one, never edited."""
+        original = data.draw(st.sampled_from(list(self.adjustments)))
+        merchant, currency, amount = self.adjustments.pop(original)
+        reversal_id = f"adj_{uuid.uuid4().hex}"
+        payload = AdjustmentPostedPayload(
+            adjustment_id=reversal_id,
+            currency=currency,
+            amount_minor=-amount,
+            reason="r",
+            reverses=original,
+        )
+        self._deliver(_event(AdjustmentPosted, payload, reversal_id, merchant))
+        self.expected_available[(merchant, currency)] -= amount
 
     @precondition(lambda self: any(not payout.closed for payout in self.payouts.values()))
     @rule(data=st.data(), paid=st.booleans())
