@@ -5,7 +5,9 @@ DATABASE_URL or an embedded PostgreSQL), then measures:
 
 1. end to end: payments per second and p50/p95/p99 latency from `POST /v1/payments` to the
    signed `payment.succeeded` webhook arriving at the merchant's receiver, with a fixed
-   number of payers in parallel (each payment: create, pay at the simulator, webhook);
+   number of payers in parallel (each payment: create, pay at the simulator, webhook),
+   and under that load risk's decision latency (p50/p99) from each payment's creation to
+   its risk decision;
 2. the raw broker produce and consume rate of event-sized records on the same machine;
 3. the ledger's projection rate: synthetic payment events replayed from a fresh topic
    through the ledger's live consumer path (inbox + `post_event`, one transaction per
@@ -30,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -188,8 +191,37 @@ async def measure_broker(bootstrap: str, record_count: int) -> dict[str, Any]:
     }
 
 
+# How long risk took to decide each payment of the run: from the moment payment_center
+# recorded PaymentCreated (the observation's time) to the commit of the risk decision,
+# through the outbox, the broker and the risk consumer.
+_RISK_LATENCIES = """
+SELECT extract(epoch FROM (e.recorded_at - o.observed_at)) * 1000 AS latency_ms
+FROM risk.event_store e
+JOIN risk.payment_observations o ON o.payment_id = e.stream_id
+WHERE e.message_type = 'RiskDecisionMade' AND e.stream_version = 1
+  AND o.observed_at >= $1
+"""
+
+
+async def measure_risk_latency(database_url: str, since: datetime) -> dict[str, Any]:
+    """p50/p99 of risk decision latency for the payments created since `since`."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch(_RISK_LATENCIES, since)
+    finally:
+        await connection.close()
+    latencies = [float(row["latency_ms"]) for row in rows]
+    if not latencies:
+        return {"decisions": 0, "latency_ms_p50": None, "latency_ms_p99": None}
+    return {
+        "decisions": len(latencies),
+        "latency_ms_p50": round(percentile(latencies, 0.50), 1),
+        "latency_ms_p99": round(percentile(latencies, 0.99), 1),
+    }
+
+
 def _table(results: dict[str, Any]) -> str:
-    e2e, raw = results["end_to_end"], results["broker_raw"]
+    e2e, raw, risk = results["end_to_end"], results["broker_raw"], results["risk"]
     rows = [
         ("end-to-end payments/s (create -> webhook)", e2e["payments_per_s"]),
         ("end-to-end latency p50 ms", e2e["latency_ms_p50"]),
@@ -199,6 +231,8 @@ def _table(results: dict[str, Any]) -> str:
             "payments completed",
             f"{e2e['completed']}/{e2e['payments']} at concurrency {e2e['concurrency']}",
         ),
+        ("risk decision latency p50 ms (created -> decided)", risk["latency_ms_p50"]),
+        ("risk decision latency p99 ms", risk["latency_ms_p99"]),
         ("raw broker produce records/s", raw["produce_records_per_s"]),
         ("raw broker consume records/s", raw["consume_records_per_s"]),
         *table_rows(results["ledger_projection"]),
@@ -243,9 +277,11 @@ def main() -> None:
         info = running.start()
         # Warm up connections and consumer groups before measuring.
         asyncio.run(measure_end_to_end(info, 5, 5, arguments.timeout_s))
+        measured_from = datetime.now(UTC)
         end_to_end = asyncio.run(
             measure_end_to_end(info, arguments.payments, arguments.concurrency, arguments.timeout_s)
         )
+        risk = asyncio.run(measure_risk_latency(info.database_url, measured_from))
         broker_raw = asyncio.run(
             measure_broker(info.kafka_bootstrap_servers, arguments.broker_records)
         )
@@ -263,6 +299,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": host_platform.python_version()},
         "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded pgserver",
         "end_to_end": end_to_end,
+        "risk": risk,
         "broker_raw": broker_raw,
         "ledger_projection": ledger_projection,
     }

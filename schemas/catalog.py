@@ -35,6 +35,7 @@ from schemas.payments import (
     PaymentCreated,
     PaymentExpired,
     PaymentFailed,
+    PaymentHeldForReview,
     PaymentPaidAfterClose,
     PaymentRiskApproved,
     PaymentSucceeded,
@@ -60,7 +61,7 @@ from schemas.refunds import (
     RequestRefund,
     SubmitChannelRefund,
 )
-from schemas.risk import RiskDecisionMade
+from schemas.risk import BlocklistChanged, RiskAlertRaised, RiskDecisionMade, RiskRulesUpdated
 from schemas.topics import Topic
 
 EVENT_TYPES: tuple[type[Event], ...] = (
@@ -70,6 +71,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     MerchantUpdated,
     PaymentCreated,
     PaymentRiskApproved,
+    PaymentHeldForReview,
     PaymentActionRequired,
     PaymentSucceeded,
     PaymentFailed,
@@ -81,6 +83,9 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     RefundSucceeded,
     RefundFailed,
     RiskDecisionMade,
+    RiskRulesUpdated,
+    BlocklistChanged,
+    RiskAlertRaised,
     ChannelPaymentPrepared,
     ChannelPaymentRejected,
     ChannelPaymentSucceeded,

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, AwareDatetime, Field, model_validator
 from schemas.common import Channel, Failure, FeePlan, NextAction
 from schemas.envelope import Command, Contract, Event
 from schemas.money import CurrencyCode, PositiveAmountMinor
+from schemas.risk import FiredRule
 from schemas.topics import Topic
 
 SPLITS_MAX = 10
@@ -181,6 +182,20 @@ class PaymentRiskApproved(Event):
     event_type: Literal["PaymentRiskApproved"] = "PaymentRiskApproved"
     schema_version: Literal[1] = 1
     payload: PaymentRiskApprovedPayload
+
+
+class PaymentHeldForReviewPayload(Contract):
+    risk_score: int = Field(ge=0, le=100)
+    fired_rules: tuple[FiredRule, ...] = ()
+
+
+class PaymentHeldForReview(Event):
+    """Risk held the payment for a reviewer; it waits (and may expire) until one decides."""
+
+    topic: ClassVar[Topic] = Topic.PAYMENTS_EVENTS
+    event_type: Literal["PaymentHeldForReview"] = "PaymentHeldForReview"
+    schema_version: Literal[1] = 1
+    payload: PaymentHeldForReviewPayload
 
 
 class PaymentActionRequiredPayload(Contract):

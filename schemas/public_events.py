@@ -13,6 +13,7 @@ from schemas.envelope import Event
 from schemas.payments import PaymentCanceled, PaymentExpired, PaymentFailed, PaymentSucceeded
 from schemas.payouts import PayoutFailed, PayoutPaid
 from schemas.refunds import RefundFailed, RefundSucceeded
+from schemas.risk import RiskAlertRaised
 
 # A new public event is one line here plus its `data.object` in `public_object` below.
 PUBLIC_EVENT_TYPES: dict[type[Event], str] = {
@@ -25,6 +26,9 @@ PUBLIC_EVENT_TYPES: dict[type[Event], str] = {
     PayoutPaid: "payout.paid",
     PayoutFailed: "payout.failed",
 }
+
+# Events for operations, not merchants: the notifier sends them to the ops webhook only.
+OPS_EVENT_TYPES: dict[type[Event], str] = {RiskAlertRaised: "risk.alert"}
 
 PaymentOutcome = PaymentSucceeded | PaymentFailed | PaymentCanceled | PaymentExpired
 _STATUS_OF: dict[type[Event], str] = {
@@ -41,7 +45,7 @@ class NotPublic(ValueError):
 
 def public_event_type(event: Event) -> str:
     """The dotted public type of `event`. Raises NotPublic for an internal event."""
-    name = PUBLIC_EVENT_TYPES.get(type(event))
+    name = PUBLIC_EVENT_TYPES.get(type(event)) or OPS_EVENT_TYPES.get(type(event))
     if name is None:
         raise NotPublic(f"no public type for {type(event).__name__}")
     return name
@@ -116,6 +120,8 @@ def public_object(event: Event) -> dict[str, Any]:
         return _refund_object(event)
     if isinstance(event, PayoutPaid | PayoutFailed):
         return _payout_object(event)
+    if isinstance(event, RiskAlertRaised):
+        return {"object": "risk_alert", **event.payload.model_dump(mode="json")}
     raise NotPublic(f"no public object for {type(event).__name__}")
 
 

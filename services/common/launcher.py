@@ -231,6 +231,7 @@ class Platform:
                 "PAYRAIL_PSP_BASE_URL": psp_url,
                 "PAYRAIL_NOTIFIER_URL": notifier_url,
                 "PAYRAIL_LEDGER_URL": f"http://127.0.0.1:{s.ledger_port}",
+                "PAYRAIL_RISK_URL": f"http://127.0.0.1:{s.risk_port}",
             },
         )
         self._spawn(

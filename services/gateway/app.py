@@ -37,6 +37,7 @@ from services.gateway import (
     projections,
     refunds_api,
     reports_api,
+    risk_api,
     settlements_api,
     webhooks_api,
 )
@@ -96,6 +97,7 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
     app.include_router(payouts_api.router)
     app.include_router(payouts_api.admin)
     app.include_router(adjustments_api.admin)
+    app.include_router(risk_api.admin)
     app.include_router(payouts_api.rail_callbacks)
     app.include_router(reports_api.router)
     app.include_router(balance_transactions_api.router)
@@ -105,6 +107,9 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         channel_client = httpx.AsyncClient(timeout=timeout)
         notifier_client = httpx.AsyncClient(base_url=gateway_settings.notifier_url, timeout=timeout)
         ledger_client = httpx.AsyncClient(base_url=gateway_settings.ledger_url, timeout=timeout)
+        risk_client = httpx.AsyncClient(base_url=gateway_settings.risk_url, timeout=timeout)
+        context.on_stop.append(risk_client.aclose)
+        app.state.risk_client = risk_client
         context.on_stop.extend(
             [channel_client.aclose, notifier_client.aclose, ledger_client.aclose]
         )

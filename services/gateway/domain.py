@@ -13,6 +13,7 @@ from schemas.payments import (
     PaymentCreated,
     PaymentExpired,
     PaymentFailed,
+    PaymentHeldForReview,
     PaymentRiskApproved,
     PaymentSucceeded,
 )
@@ -24,13 +25,14 @@ RECEIVED_STATUS = "received"
 
 # Statuses after which POST /v1/payments stops waiting: the payer can act, or it is over.
 SETTLED_VIEW_STATUSES = frozenset(
-    {"requires_payment", "succeeded", "failed", "canceled", "expired"}
+    {"requires_payment", "in_review", "succeeded", "failed", "canceled", "expired"}
 )
 # Statuses no input changes any more.
 FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "expired"})
 
 STATUS_AFTER_EVENT: dict[type[Event], str] = {
     PaymentCreated: "awaiting_risk",
+    PaymentHeldForReview: "in_review",
     PaymentRiskApproved: "submitting",
     PaymentActionRequired: "requires_payment",
     PaymentSucceeded: "succeeded",

@@ -1,4 +1,4 @@
-"""Calls from the gateway to the ledger's internal API (runs the ledger carries out)."""
+"""Calls from the gateway to the internal APIs of the ledger and the risk service."""
 
 from __future__ import annotations
 
@@ -10,17 +10,25 @@ from fastapi import Request
 from services.gateway.problems import ApiProblem
 
 
-async def call_ledger(request: Request, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-    """POST `body` to the ledger; returns its status and JSON answer.
+async def call_internal(
+    client: httpx.AsyncClient,
+    service: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    params: dict[str, str] | None = None,
+) -> httpx.Response:
+    """Call `service`'s internal API and return its (2xx) answer.
 
-    A refusal the ledger explains (a 4xx with a `code`) becomes the same problem; anything
-    else that fails is the 503 `ledger_unavailable` problem.
+    A refusal the service explains (a 4xx with a `code`) becomes the same problem;
+    anything else that fails is the 503 `{service}_unavailable` problem.
     """
-    client: httpx.AsyncClient = request.app.state.ledger_client
+    unavailable = f"{service}_unavailable"
+    title = f"{service.capitalize()} unavailable"
     try:
-        answer = await client.post(path, json=body)
+        answer = await client.request(method, path, json=body, params=params)
     except httpx.HTTPError as error:
-        raise ApiProblem(503, "ledger_unavailable", "Ledger unavailable", repr(error)) from error
+        raise ApiProblem(503, unavailable, title, repr(error)) from error
     if 400 <= answer.status_code < 500:
         try:
             explained = answer.json()
@@ -30,16 +38,21 @@ async def call_ledger(request: Request, path: str, body: dict[str, Any]) -> tupl
             raise ApiProblem(
                 answer.status_code,
                 explained["code"],
-                "Refused by the ledger",
+                f"Refused by {service}",
                 str(explained.get("detail", "")),
             )
     if answer.status_code >= 300:
-        detail = f"ledger answered HTTP {answer.status_code}"
-        raise ApiProblem(503, "ledger_unavailable", "Ledger unavailable", detail)
+        raise ApiProblem(503, unavailable, title, f"{service} answered HTTP {answer.status_code}")
+    return answer
+
+
+async def call_ledger(request: Request, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """POST `body` to the ledger; returns its status and JSON answer (see call_internal)."""
+    answer = await call_internal(request.app.state.ledger_client, "ledger", "POST", path, body)
     return answer.status_code, answer.json()
 
 
 async def post_to_ledger(request: Request, path: str, body: dict[str, Any]) -> Any:
-    """POST `body` to the ledger and return its JSON answer (see `call_ledger`)."""
+    """POST `body` to the ledger and return its JSON answer (see `call_internal`)."""
     _status, answer = await call_ledger(request, path, body)
     return answer

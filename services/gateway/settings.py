@@ -70,6 +70,9 @@ class GatewaySettings(ServiceSettings):
         le=3_600_000,
         description="How long an open circuit refuses calls before one is tried again.",
     )
+    risk_url: str = Field(
+        default="http://127.0.0.1:8003", description="Internal URL of the risk service."
+    )
     ledger_url: str = Field(
         default="http://127.0.0.1:8002", description="Internal URL of the ledger service."
     )

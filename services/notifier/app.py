@@ -20,13 +20,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.public_events import PUBLIC_EVENT_TYPES
 from services.common.clock import Clock
 from services.common.consumer import TRANSIENT_ERRORS
 from services.common.db import NotifyWakeup
 from services.common.service import ServiceContext, create_service_app
 from services.notifier.domain import (
     URL_LENGTH_MAX,
+    WEBHOOK_EVENT_TYPES,
     DeliveryStatus,
     NotifierError,
     check_subscription,
@@ -40,6 +40,7 @@ from services.notifier.handlers import (
     create_endpoint,
     deliver_due,
     enqueue_deliveries,
+    ensure_ops_endpoint,
     list_deliveries,
     list_endpoints,
 )
@@ -267,11 +268,18 @@ def _wiring(settings: NotifierSettings) -> Callable[[ServiceContext], Coroutine[
             clock=context.clock,
             first_attempt_delay_ms=settings.webhook_retry_schedule_ms[0],
         )
-        # Every public event is a webhook: payments and refunds on payments.events,
-        # payouts on ledger.events.
-        for topic in sorted({cls.topic for cls in PUBLIC_EVENT_TYPES}):
+        # Every public event is a webhook (payments and refunds on payments.events, payouts
+        # on ledger.events), and risk alerts go to the ops webhook (risk.decisions).
+        for topic in sorted({cls.topic for cls in WEBHOOK_EVENT_TYPES}):
             context.consume(
-                topic, {cls: enqueue for cls in PUBLIC_EVENT_TYPES if cls.topic is topic}
+                topic, {cls: enqueue for cls in WEBHOOK_EVENT_TYPES if cls.topic is topic}
+            )
+        if settings.ops_webhook_url:
+            await ensure_ops_endpoint(
+                context.pool,
+                url=settings.ops_webhook_url,
+                secret=settings.ops_webhook_secret.get_secret_value(),
+                clock=context.clock,
             )
         http_client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.webhook_timeout_ms / 1000),

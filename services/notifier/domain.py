@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from schemas.envelope import Event
 from schemas.public_events import (
+    OPS_EVENT_TYPES,
     PUBLIC_EVENT_TYPES,
     NotPublic,
     public_event_document,
@@ -21,9 +22,13 @@ from schemas.public_events import (
 
 WILDCARD = "*"
 
-# Merchants may subscribe to every public event (schemas/public_events.py).
-WEBHOOK_EVENT_TYPES = PUBLIC_EVENT_TYPES
-SUBSCRIBABLE_EVENT_TYPES: frozenset[str] = frozenset(WEBHOOK_EVENT_TYPES.values())
+# Merchants may subscribe to every public event (schemas/public_events.py); operations'
+# alerts go to the ops endpoint only.
+WEBHOOK_EVENT_TYPES = {**PUBLIC_EVENT_TYPES, **OPS_EVENT_TYPES}
+SUBSCRIBABLE_EVENT_TYPES: frozenset[str] = frozenset(PUBLIC_EVENT_TYPES.values())
+OPS_ENDPOINT_ID = "we_ops"
+# The owner of the ops endpoint and of the events sent to it.
+OPS_MERCHANT_ID = "platform"
 
 # Stripe's limit: more endpoints per merchant are a configuration mistake, and the limit
 # bounds the work one event causes in the consumer.

@@ -24,6 +24,7 @@ import structlog
 from prometheus_client import Counter, Histogram
 
 from schemas.envelope import Event
+from schemas.public_events import OPS_EVENT_TYPES
 from services.common.clock import Clock
 from services.common.consumer import TRANSIENT_ERRORS
 from services.common.db import Connection
@@ -32,6 +33,8 @@ from services.common.invariant import InvariantViolation
 from services.notifier.domain import (
     ENDPOINT_COUNT_MAX_PER_MERCHANT,
     ERROR_TEXT_LENGTH_MAX,
+    OPS_ENDPOINT_ID,
+    OPS_MERCHANT_ID,
     RESPONSE_EXCERPT_LENGTH_MAX,
     DeliveryStatus,
     InvalidUrl,
@@ -170,6 +173,26 @@ async def create_endpoint(
         raise InvariantViolation("INSERT ... RETURNING returned no row")
     log.info("webhook_endpoint_created", endpoint_id=endpoint_id, merchant_id=merchant_id)
     return CreatedWebhookEndpoint(endpoint=_endpoint(row), secret=secret)
+
+
+async def ensure_ops_endpoint(pool: asyncpg.Pool, *, url: str, secret: str, clock: Clock) -> None:
+    """Make the ops webhook (risk alerts) the configured one: created, or updated in place.
+
+    Raises InvalidUrl."""
+    check_sendable_url(url)
+    await pool.execute(
+        "INSERT INTO webhook_endpoints"
+        " (endpoint_id, merchant_id, url, events, secret, enabled, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, true, $6) ON CONFLICT (endpoint_id) DO UPDATE SET"
+        " url = EXCLUDED.url, events = EXCLUDED.events, secret = EXCLUDED.secret, enabled = true",
+        OPS_ENDPOINT_ID,
+        OPS_MERCHANT_ID,
+        url,
+        list(OPS_EVENT_TYPES.values()),
+        secret,
+        clock.now(),
+    )
+    log.info("ops_webhook_endpoint_ready", url=url)
 
 
 async def list_endpoints(pool: asyncpg.Pool, merchant_id: str) -> list[WebhookEndpoint]:

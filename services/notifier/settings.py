@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from services.common.settings import ServiceSettings
 
@@ -33,6 +33,15 @@ DEFAULT_RETRY_SCHEDULE_MS: tuple[int, ...] = (
 class NotifierSettings(ServiceSettings):
     http_port: int = Field(
         default=8004, ge=0, le=65_535, description="Port of the internal HTTP API, default 8004."
+    )
+    ops_webhook_url: str | None = Field(
+        default=None,
+        description="Where operations receive risk alerts (`risk.alert`), signed and retried "
+        "like merchants' webhooks; unset: alerts are only logged and listed as events.",
+    )
+    ops_webhook_secret: SecretStr = Field(
+        default=SecretStr("whsec_ops_change_me"),
+        description="Signing secret of the ops webhook.",
     )
     webhook_retry_schedule_ms: list[RetryDelayMs] = Field(
         default=list(DEFAULT_RETRY_SCHEDULE_MS),

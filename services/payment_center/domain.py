@@ -49,6 +49,8 @@ from schemas.payments import (
     PaymentExpired,
     PaymentFailed,
     PaymentFailedPayload,
+    PaymentHeldForReview,
+    PaymentHeldForReviewPayload,
     PaymentPaidAfterClose,
     PaymentPaidAfterClosePayload,
     PaymentRequest,
@@ -165,6 +167,7 @@ class Payment:
     next_action: NextAction | None = None
     failure: Failure | None = None
     paid_after_close: bool = False
+    held_for_review: bool = False
     paid_amount_minor: int = 0
     refunds: tuple[Refund, ...] = ()
     refused_refund_ids: frozenset[str] = frozenset()
@@ -202,6 +205,8 @@ def evolve(state: Payment | None, event: Event) -> Payment:
     state = replace(state, version=event.aggregate_version)
     if isinstance(event, PaymentRiskApproved):
         return replace(state, status=PaymentStatus.SUBMITTING)
+    if isinstance(event, PaymentHeldForReview):
+        return replace(state, held_for_review=True)
     if isinstance(event, PaymentActionRequired):
         return replace(
             state,
@@ -326,7 +331,8 @@ def _fail(state: Payment, failure: Failure) -> Decision:
 def apply_risk_decision(state: Payment | None, decision: RiskDecisionMadePayload) -> Decision:
     """Approve sends the payment to its channel; deny fails it with the rules that fired.
 
-    A review outcome keeps the payment awaiting risk until a reviewer decides.
+    A review outcome holds the payment (`PaymentHeldForReview`, once) until a reviewer's
+    decision, which comes as the next risk decision; it may expire meanwhile.
     Raises UnknownPayment when the payment does not exist.
     """
     if state is None:
@@ -358,7 +364,10 @@ def apply_risk_decision(state: Payment | None, decision: RiskDecisionMadePayload
                 rule_ids=tuple(rule.rule_id for rule in decision.fired_rules),
             ),
         )
-    return NOTHING
+    if state.held_for_review:
+        return NOTHING
+    held = PaymentHeldForReviewPayload(risk_score=decision.score, fired_rules=decision.fired_rules)
+    return Decision(events=(Emit(PaymentHeldForReview, held),))
 
 
 def apply_channel_prepared(

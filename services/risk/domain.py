@@ -1,41 +1,216 @@
-"""Risk rules as pure functions of a payment and the merchant's limits."""
+"""Risk rules as pure functions of a payment, the merchant's rules and what came before.
+
+Every rule has a stable id and says why it fired. Deny rules (block list, limits,
+velocity, unverified-merchant limits) fail the payment; the anomaly rule holds it for a
+reviewer. Limits are inclusive: a payment that reaches a limit exactly passes, one that
+goes past it fires. Windows end at the payment's own time: an earlier payment counts
+while it is less than `window_seconds` old. Days are UTC calendar days.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
-from schemas.payments import PaymentTerms
-from schemas.risk import FiredRule, RiskDecisionMadePayload, RiskOutcome
+from schemas.payments import Payer
+from schemas.risk import (
+    FiredRule,
+    PayerKey,
+    RiskDecisionMadePayload,
+    RiskOutcome,
+    RiskRules,
+    VelocityRule,
+)
 
 SINGLE_PAYMENT_LIMIT_RULE = "limit.single_payment_amount"
+PAYER_DAILY_AMOUNT_RULE = "limit.payer_daily_amount"
+PAYER_DAILY_COUNT_RULE = "limit.payer_daily_count"
+MERCHANT_DAILY_AMOUNT_RULE = "limit.merchant_daily_amount"
+MERCHANT_DAILY_COUNT_RULE = "limit.merchant_daily_count"
+KYC_SINGLE_PAYMENT_RULE = "kyc.single_payment_amount"
+KYC_DAILY_AMOUNT_RULE = "kyc.daily_amount"
+ANOMALY_RULE = "anomaly.amount"
+MANUAL_REVIEW_RULE = "review.manual"
+
+# 1.4826 * MAD estimates the standard deviation of normally distributed amounts.
+MAD_TO_SIGMA = 1.4826
+# With identical recent amounts the MAD is 0; the spread is floored at 1 % of the median
+# (at least one minor unit) so a different amount gets a large, finite score.
+MAD_FLOOR_FRACTION = 0.01
+
+
+def blocklist_rule_id(key: PayerKey) -> str:
+    return f"blocklist.{key.value}"
+
+
+def velocity_rule_id(rule: VelocityRule) -> str:
+    return f"velocity.{rule.key.value}.{rule.window_seconds}s"
+
+
+def payer_keys(payer: Payer | None) -> dict[PayerKey, str]:
+    """The payer's identifying values the rules look at (only those the merchant sent)."""
+    if payer is None:
+        return {}
+    values = {
+        PayerKey.PAYER: payer.id,
+        PayerKey.IP: payer.ip,
+        PayerKey.DEVICE: payer.device_id,
+        PayerKey.CARD_FINGERPRINT: payer.card_fingerprint,
+    }
+    return {key: value for key, value in values.items() if value}
+
+
+def utc_day(moment: datetime) -> tuple[datetime, datetime]:
+    """The UTC calendar day containing `moment`, as [start, end)."""
+    start = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return start, start + timedelta(days=1)
+
+
+def count_in_window(times: Sequence[datetime], now: datetime, window_seconds: int) -> int:
+    """How many of `times` lie in the window of `window_seconds` that ends at `now`
+    (older than `now - window` excluded, exactly that old excluded too)."""
+    start = now - timedelta(seconds=window_seconds)
+    return sum(1 for moment in times if start < moment <= now)
+
+
+def robust_score(amount_minor: int, recent_amounts: Sequence[int]) -> float:
+    """|amount - median| / (1.4826 * MAD) over the merchant's recent amounts."""
+    median = statistics.median(recent_amounts)
+    mad = statistics.median(abs(amount - median) for amount in recent_amounts)
+    spread = MAD_TO_SIGMA * max(mad, MAD_FLOOR_FRACTION * median, 1.0)
+    return abs(amount_minor - median) / spread
 
 
 @dataclass(frozen=True)
-class RiskLimits:
-    """A merchant's limits, in minor units of the payment's currency."""
+class PaymentFacts:
+    payment_id: str
+    amount_minor: int
+    currency: str
+    payer: Payer | None
+    occurred_at: datetime
 
-    single_payment_limit_minor: int
+
+@dataclass(frozen=True)
+class RiskHistory:
+    """What the risk service knows before this payment (never counting it).
+
+    Day totals cover the UTC day of the payment and payments not denied; amounts are in
+    the payment's currency. `velocity_times` are the times of earlier payments with the
+    same value of each key; `blocked` the payer's keys on the block list.
+    """
+
+    payer_day_amount_minor: int = 0
+    payer_day_count: int = 0
+    merchant_day_amount_minor: int = 0
+    merchant_day_count: int = 0
+    velocity_times: Mapping[PayerKey, Sequence[datetime]] = field(default_factory=dict)
+    recent_amounts: Sequence[int] = ()
+    blocked: frozenset[PayerKey] = frozenset()
 
 
-def single_payment_limit(terms: PaymentTerms, limits: RiskLimits) -> FiredRule | None:
-    """Fires when the amount is strictly above the limit; the limit itself is allowed."""
-    if terms.amount_minor > limits.single_payment_limit_minor:
-        return FiredRule(
-            rule_id=SINGLE_PAYMENT_LIMIT_RULE,
-            reason=(
-                f"amount {terms.amount_minor} {terms.currency} exceeds the single-payment "
-                f"limit of {limits.single_payment_limit_minor}"
+def _over(limit: int | None, value: int) -> bool:
+    return limit is not None and value > limit
+
+
+def _deny_rules(
+    facts: PaymentFacts, rules: RiskRules, single_limit_minor: int, history: RiskHistory
+) -> list[FiredRule]:
+    amount, currency = facts.amount_minor, facts.currency
+    keys = payer_keys(facts.payer)
+    fired = [
+        FiredRule(rule_id=blocklist_rule_id(key), reason=f"{key.value} {keys[key]!r} is blocked")
+        for key in PayerKey
+        if key in history.blocked and key in keys
+    ]
+    if _over(single_limit_minor, amount):
+        fired.append(
+            FiredRule(
+                rule_id=SINGLE_PAYMENT_LIMIT_RULE,
+                reason=f"amount {amount} {currency} exceeds the single-payment limit of "
+                f"{single_limit_minor}",
+            )
+        )
+    limits: list[tuple[str, int | None, int, str]] = [
+        (MERCHANT_DAILY_AMOUNT_RULE, rules.merchant_daily_amount_limit_minor,
+         history.merchant_day_amount_minor + amount, f"minor units of {currency} today"),
+        (MERCHANT_DAILY_COUNT_RULE, rules.merchant_daily_count_limit,
+         history.merchant_day_count + 1, "payments today"),
+    ]  # fmt: skip
+    if PayerKey.PAYER in keys:
+        limits += [
+            (PAYER_DAILY_AMOUNT_RULE, rules.payer_daily_amount_limit_minor,
+             history.payer_day_amount_minor + amount,
+             f"minor units of {currency} from the payer today"),
+            (PAYER_DAILY_COUNT_RULE, rules.payer_daily_count_limit,
+             history.payer_day_count + 1, "payments from the payer today"),
+        ]  # fmt: skip
+    if not rules.kyc_verified:
+        limits += [
+            (KYC_SINGLE_PAYMENT_RULE, rules.unverified_single_payment_limit_minor, amount,
+             f"minor units of {currency} in one payment for a merchant not yet verified"),
+            (KYC_DAILY_AMOUNT_RULE, rules.unverified_daily_amount_limit_minor,
+             history.merchant_day_amount_minor + amount,
+             f"minor units of {currency} today for a merchant not yet verified"),
+        ]  # fmt: skip
+    fired += [
+        FiredRule(rule_id=rule_id, reason=f"{value} {what} would exceed the limit of {limit}")
+        for rule_id, limit, value, what in limits
+        if _over(limit, value)
+    ]
+    for velocity in rules.velocity:
+        if velocity.key not in keys:
+            continue
+        times = history.velocity_times.get(velocity.key, ())
+        count = count_in_window(times, facts.occurred_at, velocity.window_seconds) + 1
+        if count > velocity.max_count:
+            fired.append(
+                FiredRule(
+                    rule_id=velocity_rule_id(velocity),
+                    reason=f"{count} payments from {velocity.key.value} {keys[velocity.key]!r} "
+                    f"within {velocity.window_seconds} s, more than {velocity.max_count}",
+                )
+            )
+    return fired
+
+
+def evaluate(
+    facts: PaymentFacts, rules: RiskRules, single_limit_minor: int, history: RiskHistory
+) -> RiskDecisionMadePayload:
+    """Deny when any deny rule fires (score 100); else hold for review when the amount
+    is anomalous for the merchant (score 50 to 99); else approve (score 0 to 49, from
+    the amount's anomaly score when the merchant's amounts are scored)."""
+    denied = _deny_rules(facts, rules, single_limit_minor, history)
+    if denied:
+        return RiskDecisionMadePayload(
+            payment_id=facts.payment_id,
+            outcome=RiskOutcome.DENY,
+            score=100,
+            fired_rules=tuple(denied),
+        )
+    threshold = rules.anomaly_review_score
+    if threshold is None or len(history.recent_amounts) < rules.anomaly_history_min:
+        return RiskDecisionMadePayload(
+            payment_id=facts.payment_id, outcome=RiskOutcome.APPROVE, score=0
+        )
+    score = robust_score(facts.amount_minor, history.recent_amounts)
+    if score >= threshold:
+        median = statistics.median(history.recent_amounts)
+        return RiskDecisionMadePayload(
+            payment_id=facts.payment_id,
+            outcome=RiskOutcome.REVIEW,
+            score=min(99, 50 + int(score)),
+            fired_rules=(
+                FiredRule(
+                    rule_id=ANOMALY_RULE,
+                    reason=f"amount {facts.amount_minor} {facts.currency} scores {score:.1f} "
+                    f"against the merchant's recent median {median:g}, review from {threshold:g}",
+                ),
             ),
         )
-    return None
-
-
-def evaluate(payment_id: str, terms: PaymentTerms, limits: RiskLimits) -> RiskDecisionMadePayload:
-    """Run every rule; any fired rule denies the payment."""
-    fired = tuple(rule for rule in (single_payment_limit(terms, limits),) if rule is not None)
     return RiskDecisionMadePayload(
-        payment_id=payment_id,
-        outcome=RiskOutcome.DENY if fired else RiskOutcome.APPROVE,
-        score=100 if fired else 0,
-        fired_rules=fired,
+        payment_id=facts.payment_id,
+        outcome=RiskOutcome.APPROVE,
+        score=min(49, int(score * 49 / threshold)),
     )

@@ -28,6 +28,7 @@ from starlette.routing import Route
 from schemas import Topic, encode, new_event, topic_name
 from schemas.common import Channel, FeePlan
 from schemas.payments import PaymentSucceeded, PaymentSucceededPayload
+from schemas.risk import RiskAlertKind, RiskAlertRaised, RiskAlertRaisedPayload
 from services.common.broker import build_broker
 from services.common.clock import FixedClock
 from services.common.db import apply_migrations, create_pool, load_migrations
@@ -436,3 +437,46 @@ async def test_the_worker_retries_on_the_persisted_schedule_until_it_is_exhauste
         assert await round_() == 0
     assert len(receiver.on("/stuck")) == 2
     assert receiver.on("/ok") == []
+
+
+async def test_a_risk_alert_is_delivered_signed_to_the_ops_webhook(
+    settings: ServiceSettings, publisher: KafkaBroker
+) -> None:
+    receiver = Receiver()
+    secret = f"whsec_ops_{uuid.uuid4().hex}"
+    async with serving(receiver) as receiver_url:
+        notifier_settings = NotifierSettings(
+            **settings.model_dump(),
+            webhook_retry_schedule_ms=[0, 100],
+            delivery_poll_interval_ms=50,
+            ops_webhook_url=f"{receiver_url}/ok",
+            ops_webhook_secret=secret,
+        )
+        app = create_app(notifier_settings)
+        async with app.router.lifespan_context(app):
+            alert = new_event(
+                RiskAlertRaised,
+                RiskAlertRaisedPayload(
+                    kind=RiskAlertKind.PAYER_FAILURE_BURST,
+                    subject="payer-1",
+                    value=5.0,
+                    threshold=5.0,
+                    message="payer payer-1: 5 failed payments within 600 s",
+                ),
+                aggregate_id="risk_alerts:payer_failure_burst:payer-1",
+                aggregate_version=1,
+                merchant_id="platform",
+                producer="risk",
+                occurred_at=datetime.now(UTC),
+                correlation_id="risk_alerts",
+                causation_id=None,
+            )
+            topic = topic_name(Topic.RISK_DECISIONS, notifier_settings.kafka_topic_prefix)
+            await publisher.publish(encode(alert), topic=topic, key=b"alerts")
+            await wait_until(lambda: len(receiver.on("/ok")) == 1, "the alert delivered")
+    (received,) = receiver.on("/ok")
+    verify(received.headers["payrail-signature"], received.body, [secret], now=int(time.time()))
+    document = json.loads(received.body)
+    assert document["type"] == "risk.alert"
+    assert document["data"]["object"]["kind"] == "payer_failure_burst"
+    assert document["data"]["object"]["subject"] == "payer-1"

@@ -166,9 +166,27 @@ def test_risk_denial_fails_the_payment_naming_every_rule_that_fired() -> None:
     )
 
 
-def test_review_keeps_the_payment_waiting_for_risk() -> None:
+def test_review_holds_the_payment_once_until_a_reviewer_decides() -> None:
     state = apply(None, domain.create_payment(None, terms()), "pay_1")
+    held = domain.apply_risk_decision(state, decision_of(RiskOutcome.REVIEW))
+    assert [type(emit.payload).__name__ for emit in held.events] == ["PaymentHeldForReviewPayload"]
+    assert not held.commands
+    state = apply(state, held, "pay_1")
+    assert state.status is domain.PaymentStatus.AWAITING_RISK
+    # A redelivered review holds nothing more; the reviewer's approval submits the payment.
     assert domain.apply_risk_decision(state, decision_of(RiskOutcome.REVIEW)).is_empty
+    approved = domain.apply_risk_decision(state, decision_of(RiskOutcome.APPROVE))
+    assert [send.command_type.__name__ for send in approved.commands] == ["SubmitChannelPayment"]
+
+
+def test_a_payment_held_for_review_may_still_expire() -> None:
+    state = apply(None, domain.create_payment(None, terms()), "pay_1")
+    state = apply(
+        state, domain.apply_risk_decision(state, decision_of(RiskOutcome.REVIEW)), "pay_1"
+    )
+    assert state.expires_at is not None
+    expired = domain.expire_payment(state, state.expires_at)
+    assert [emit.event_type.__name__ for emit in expired.events] == ["PaymentExpired"]
 
 
 def test_a_second_risk_decision_decides_nothing() -> None:

@@ -1,0 +1,151 @@
+"""Monitoring's I/O edge: it keeps finished payments and refunds (once each, in the
+consumer's transaction), counts what `monitoring` judges, and records the alerts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import asyncpg
+import structlog
+
+from schemas.payments import PaymentFailed, PaymentSucceeded
+from schemas.refunds import RefundSucceeded
+from schemas.risk import RiskAlertRaised, RiskAlertRaisedPayload
+from services.common.clock import Clock
+from services.common.db import Connection
+from services.common.decisions import Decision, Emit
+from services.common.event_store import record_decision, stream_version
+from services.risk import monitoring
+
+log = structlog.get_logger(__name__)
+
+PRODUCER = "risk"
+PLATFORM = "platform"
+RISK_DECLINED = "risk_declined"
+
+
+async def watch_payment(
+    connection: asyncpg.Connection,
+    event: PaymentSucceeded | PaymentFailed,
+    *,
+    clock: Clock,
+    thresholds: monitoring.AlertThresholds,
+) -> None:
+    """Keep a finished payment and check its channel and its payer."""
+    succeeded = isinstance(event, PaymentSucceeded)
+    at_channel = succeeded or (
+        isinstance(event, PaymentFailed) and event.payload.failure.code != RISK_DECLINED
+    )
+    payer_id = await connection.fetchval(
+        "SELECT payer_id FROM payment_observations WHERE payment_id = $1", event.aggregate_id
+    )
+    channel = event.payload.channel.value
+    recorded = await connection.fetchval(
+        "INSERT INTO payment_outcomes (payment_id, merchant_id, channel, payer_id, succeeded,"
+        " at_channel, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        event.aggregate_id,
+        event.merchant_id,
+        channel,
+        payer_id,
+        succeeded,
+        at_channel,
+        event.occurred_at,
+    )
+    if not recorded:
+        return  # seen before (a re-published event): counted once, judged once
+    if at_channel:
+        rows = await connection.fetch(
+            "SELECT succeeded FROM payment_outcomes WHERE channel = $1 AND at_channel"
+            " ORDER BY finished_at DESC LIMIT $2",
+            channel,
+            thresholds.channel_window,
+        )
+        alert = monitoring.channel_alert(channel, [row["succeeded"] for row in rows], thresholds)
+        await _raise(connection, alert, event.occurred_at, clock, thresholds)
+    if not succeeded and payer_id is not None:
+        failures = await connection.fetchval(
+            "SELECT count(*) FROM payment_outcomes WHERE payer_id = $1 AND NOT succeeded"
+            " AND finished_at > $2 AND finished_at <= $3",
+            payer_id,
+            event.occurred_at - timedelta(seconds=thresholds.payer_failure_window_seconds),
+            event.occurred_at,
+        )
+        alert = monitoring.payer_failure_alert(payer_id, int(failures), thresholds)
+        await _raise(connection, alert, event.occurred_at, clock, thresholds)
+
+
+async def watch_refund(
+    connection: asyncpg.Connection,
+    event: RefundSucceeded,
+    *,
+    clock: Clock,
+    thresholds: monitoring.AlertThresholds,
+) -> None:
+    """Keep a succeeded refund and check the merchant's refund rate."""
+    recorded = await connection.fetchval(
+        "INSERT INTO refund_outcomes (refund_id, merchant_id, succeeded_at) VALUES ($1, $2, $3)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        event.payload.refund_id,
+        event.merchant_id,
+        event.occurred_at,
+    )
+    if not recorded:
+        return
+    since = event.occurred_at - timedelta(hours=thresholds.refund_window_hours)
+    counts = await connection.fetchrow(
+        "SELECT (SELECT count(*) FROM payment_outcomes WHERE merchant_id = $1 AND succeeded"
+        "        AND finished_at > $2 AND finished_at <= $3) AS payments,"
+        "       (SELECT count(*) FROM refund_outcomes WHERE merchant_id = $1"
+        "        AND succeeded_at > $2 AND succeeded_at <= $3) AS refunds",
+        event.merchant_id,
+        since,
+        event.occurred_at,
+    )
+    if counts is None:
+        return
+    alert = monitoring.refund_alert(
+        event.merchant_id, int(counts["payments"]), int(counts["refunds"]), thresholds
+    )
+    await _raise(connection, alert, event.occurred_at, clock, thresholds)
+
+
+async def _raise(
+    connection: Connection,
+    alert: RiskAlertRaisedPayload | None,
+    at: datetime,
+    clock: Clock,
+    thresholds: monitoring.AlertThresholds,
+) -> None:
+    if alert is None:
+        return
+    stream = f"risk_alerts:{alert.kind.value}:{alert.subject}"
+    # One alert per subject at a time: concurrent checks of one subject queue here.
+    await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", stream)
+    recent = await connection.fetchval(
+        "SELECT true FROM risk_alerts WHERE kind = $1 AND subject = $2 AND raised_at > $3",
+        alert.kind.value,
+        alert.subject,
+        at - timedelta(seconds=thresholds.cooldown_seconds),
+    )
+    if recent:
+        return
+    await record_decision(
+        connection,
+        Decision(events=(Emit(RiskAlertRaised, alert),)),
+        stream_id=stream,
+        expected_version=await stream_version(connection, stream),
+        merchant_id=PLATFORM,
+        producer=PRODUCER,
+        clock=clock,
+        cause=None,
+        correlation_id=stream,
+    )
+    await connection.execute(
+        "INSERT INTO risk_alerts (kind, subject, message, raised_at) VALUES ($1, $2, $3, $4)",
+        alert.kind.value,
+        alert.subject,
+        alert.message,
+        at,
+    )
+    log.warning("risk_alert_raised", kind=alert.kind.value, subject=alert.subject)
