@@ -220,7 +220,17 @@ class Platform:
             ("risk", s.risk_port),
             ("notifier", s.notifier_port),
         ):
-            self._spawn(name, f"services.{name}", {**common_env, "PAYRAIL_HTTP_PORT": str(port)})
+            self._spawn(
+                name,
+                f"services.{name}",
+                {
+                    **common_env,
+                    "PAYRAIL_HTTP_PORT": str(port),
+                    # The local platform's receivers (the demo's, the tests') are on this
+                    # machine; a deployment leaves the allow-list empty.
+                    "PAYRAIL_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1", "localhost"]',
+                },
+            )
         self._spawn(
             "gateway",
             "services.gateway",

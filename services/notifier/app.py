@@ -199,7 +199,9 @@ def _add_internal_routes(app: FastAPI) -> None:
         request: Request, body: CreateWebhookEndpointRequest
     ) -> CreatedWebhookEndpointResponse:
         # Bad input is refused before any dependency is touched.
-        check_sendable_url(body.url)
+        settings: NotifierSettings = request.app.state.notifier_settings
+        allowed_hosts = frozenset(settings.webhook_allowed_hosts)
+        check_sendable_url(body.url, allowed_hosts)
         check_subscription(body.events)
         context = _context(request)
         created = await create_endpoint(
@@ -208,6 +210,7 @@ def _add_internal_routes(app: FastAPI) -> None:
             url=body.url,
             events=body.events,
             clock=context.clock,
+            allowed_hosts=allowed_hosts,
         )
         return CreatedWebhookEndpointResponse(
             **WebhookEndpointResponse.of(created.endpoint).model_dump(), secret=created.secret
@@ -280,6 +283,7 @@ def _wiring(settings: NotifierSettings) -> Callable[[ServiceContext], Coroutine[
                 url=settings.ops_webhook_url,
                 secret=settings.ops_webhook_secret.get_secret_value(),
                 clock=context.clock,
+                allowed_hosts=frozenset(settings.webhook_allowed_hosts),
             )
         http_client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.webhook_timeout_ms / 1000),
@@ -304,6 +308,7 @@ def create_app(settings: NotifierSettings | None = None, clock: Clock | None = N
     """Build the notifier's ASGI app. Nothing connects until its lifespan starts."""
     notifier_settings = settings or NotifierSettings()
     app = FastAPI(title="payrail notifier (internal)")
+    app.state.notifier_settings = notifier_settings
     _add_internal_routes(app)
     return create_service_app(
         SERVICE_NAME,

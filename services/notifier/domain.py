@@ -5,8 +5,9 @@ Nothing here touches the database, the network or the clock; callers pass time i
 
 from __future__ import annotations
 
+import ipaddress
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -62,6 +63,13 @@ class InvalidUrl(NotifierError):
     code = "invalid_url"
 
 
+class PrivateTarget(InvalidUrl):
+    """A webhook URL whose host is (or resolves to) a loopback, private, link-local or
+    otherwise non-public address, and is not on the allow-list: no SSRF through webhooks."""
+
+    code = "webhook_target_not_allowed"
+
+
 class InvalidEvents(NotifierError):
     """An endpoint's event list is empty or names an event type merchants cannot subscribe to."""
 
@@ -74,6 +82,37 @@ UnsupportedEvent = NotPublic
 
 # The dotted webhook type of an event, e.g. `payment.succeeded`; raises UnsupportedEvent.
 webhook_event_type = public_event_type
+
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether a webhook may be sent to `address`: a globally routable unicast address.
+
+    Loopback, private (RFC 1918, unique local), link-local (cloud metadata lives there),
+    shared (CGNAT), reserved, unspecified and multicast addresses are not; an IPv4 address
+    mapped into IPv6 is judged as the IPv4 address it carries.
+    """
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def check_public_host(host: str, allowed_hosts: Collection[str]) -> None:
+    """Refuse a host that names a non-public address without resolving it: a literal IP
+    that is not public, or `localhost`. Hosts on `allowed_hosts` (exact, lower case) pass.
+
+    Raises PrivateTarget. Names are checked again, resolved, when a webhook is sent.
+    """
+    name = host.lower().rstrip(".")
+    if name in allowed_hosts:
+        return
+    if name == "localhost" or name.endswith(".localhost"):
+        raise PrivateTarget(f"webhook host {host!r} is the local machine")
+    try:
+        address = ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return  # a name: resolved and checked before every attempt
+    if not is_public_address(address):
+        raise PrivateTarget(f"webhook host {host!r} is not a public address")
 
 
 def check_endpoint_url(url: str) -> str:

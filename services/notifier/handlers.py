@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import math
+import socket
 import time
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -39,9 +41,12 @@ from services.notifier.domain import (
     DeliveryStatus,
     InvalidUrl,
     NotifierError,
+    PrivateTarget,
     check_endpoint_url,
+    check_public_host,
     check_subscription,
     decide_after_attempt,
+    is_public_address,
     is_success_status,
     subscribes_to,
     truncate,
@@ -118,30 +123,69 @@ def _endpoint(row: asyncpg.Record) -> WebhookEndpoint:
     )
 
 
-def check_sendable_url(url: str) -> str:
-    """Return `url` when it is an http(s) URL with a host that the HTTP client can send to.
+def check_sendable_url(url: str, allowed_hosts: Collection[str] = ()) -> str:
+    """Return `url` when it is an http(s) URL with a host that the HTTP client can send to
+    and that is not a private target (unless its host is on `allowed_hosts`).
 
     The domain's rules come first; the client's own parsing then catches host names it
     cannot encode (invalid IDNA labels), which would otherwise fail every attempt.
-    Raises InvalidUrl.
+    Raises InvalidUrl (PrivateTarget for a private target).
     """
     check_endpoint_url(url)
     try:
         # Reading `host` decodes the IDNA labels, as sending does; constructing alone does not.
-        httpx.URL(url).host  # noqa: B018
+        host = httpx.URL(url).host
     except (httpx.InvalidURL, ValueError) as error:
         raise InvalidUrl(f"url is not a valid URL: {error}") from error
+    check_public_host(host, allowed_hosts)
     return url
 
 
+async def resolve_host(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to, as the HTTP client would connect to it."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+async def check_resolved_target(
+    url: str,
+    allowed_hosts: Collection[str],
+    resolve: Callable[[str, int], Awaitable[list[str]]] = resolve_host,
+) -> None:
+    """Resolve the URL's host and refuse it when any address it resolves to is not public
+    (a name pointing at 127.0.0.1 or the metadata service). Raises PrivateTarget, or
+    OSError when the name does not resolve.
+
+    The client resolves the name again to connect, so a name that changes its answer
+    between the two (DNS rebinding with a zero TTL) is not fully stopped here; an egress
+    proxy that enforces the same rule (HTTPS_PROXY is honoured) closes that gap.
+    """
+    parsed = httpx.URL(url)
+    host = parsed.host
+    if host.lower().rstrip(".") in allowed_hosts:
+        return
+    check_public_host(host, allowed_hosts)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    for resolved in await resolve(host, port):
+        address = ipaddress.ip_address(resolved)
+        if not is_public_address(address):
+            raise PrivateTarget(f"webhook host {host!r} resolves to a non-public address")
+
+
 async def create_endpoint(
-    pool: asyncpg.Pool, *, merchant_id: str, url: str, events: Sequence[str], clock: Clock
+    pool: asyncpg.Pool,
+    *,
+    merchant_id: str,
+    url: str,
+    events: Sequence[str],
+    clock: Clock,
+    allowed_hosts: Collection[str] = (),
 ) -> CreatedWebhookEndpoint:
     """Register a webhook endpoint for `merchant_id` with a fresh signing secret.
 
     Raises InvalidUrl, InvalidEvents or EndpointLimitReached.
     """
-    check_sendable_url(url)
+    check_sendable_url(url, allowed_hosts)
     subscribed = check_subscription(events)
     endpoint_id = new_prefixed_id("we")
     secret = new_secret("whsec_", 32)
@@ -175,11 +219,13 @@ async def create_endpoint(
     return CreatedWebhookEndpoint(endpoint=_endpoint(row), secret=secret)
 
 
-async def ensure_ops_endpoint(pool: asyncpg.Pool, *, url: str, secret: str, clock: Clock) -> None:
+async def ensure_ops_endpoint(
+    pool: asyncpg.Pool, *, url: str, secret: str, clock: Clock, allowed_hosts: Collection[str] = ()
+) -> None:
     """Make the ops webhook (risk alerts) the configured one: created, or updated in place.
 
     Raises InvalidUrl."""
-    check_sendable_url(url)
+    check_sendable_url(url, allowed_hosts)
     await pool.execute(
         "INSERT INTO webhook_endpoints"
         " (endpoint_id, merchant_id, url, events, secret, enabled, created_at)"
@@ -358,8 +404,13 @@ async def send_webhook(
     *,
     timeout_ms: int,
     clock: Clock,
+    allowed_hosts: Collection[str] = (),
 ) -> AttemptResult:
-    """POST the delivery's stored body once, signed now. Never raises for network errors."""
+    """POST the delivery's stored body once, signed now. Never raises for network errors.
+
+    The target is resolved and checked first: an attempt to a host that resolves to a
+    non-public address (and is not on `allowed_hosts`) fails without sending anything.
+    """
     attempted_at = clock.now()
     body = delivery.body.encode("utf-8")
     headers = {
@@ -376,6 +427,7 @@ async def send_webhook(
     try:
         # One deadline for the whole attempt: httpx's own timeouts apply per operation.
         async with asyncio.timeout(timeout_ms / 1000):
+            await check_resolved_target(delivery.url, allowed_hosts)
             async with http_client.stream(
                 "POST", delivery.url, content=body, headers=headers
             ) as response:
@@ -383,6 +435,8 @@ async def send_webhook(
                 excerpt = await _read_excerpt(response)
     except TimeoutError:
         error = f"timed out after {timeout_ms} ms"
+    except PrivateTarget as refused:
+        error = f"not sent: {refused.message}"
     except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as send_error:
         # ValueError covers a host name the client cannot encode (idna raises it): the
         # receiver's URL is merchant input, so a bad one fails attempts, never the worker.
@@ -490,7 +544,11 @@ async def deliver_due(
             return
         async with semaphore:
             result = await send_webhook(
-                http_client, delivery, timeout_ms=settings.webhook_timeout_ms, clock=clock
+                http_client,
+                delivery,
+                timeout_ms=settings.webhook_timeout_ms,
+                clock=clock,
+                allowed_hosts=frozenset(settings.webhook_allowed_hosts),
             )
         await _record_attempt(pool, delivery, result, settings, clock)
 

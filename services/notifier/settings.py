@@ -34,6 +34,13 @@ class NotifierSettings(ServiceSettings):
     http_port: int = Field(
         default=8004, ge=0, le=65_535, description="Port of the internal HTTP API, default 8004."
     )
+    webhook_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Hosts webhooks may target although they are (or resolve to) loopback, "
+        'private or link-local addresses, e.g. ["127.0.0.1"] for a local demo; empty in '
+        "production, where such targets are refused.",
+    )
     ops_webhook_url: str | None = Field(
         default=None,
         description="Where operations receive risk alerts (`risk.alert`), signed and retried "

@@ -222,6 +222,7 @@ async def test_a_redelivered_event_is_delivered_once_with_retries_and_a_valid_si
 ) -> None:
     notifier_settings = NotifierSettings(
         **settings.model_dump(),
+        webhook_allowed_hosts=["127.0.0.1"],
         webhook_retry_schedule_ms=[0, 100, 200, 400],
         delivery_poll_interval_ms=50,
     )
@@ -342,6 +343,20 @@ async def test_bad_endpoint_input_is_a_problem_document() -> None:
         missing_field = await api.post(
             "/internal/v1/webhook_endpoints", json={"merchant_id": "mch_x", "events": ["*"]}
         )
+        private = [
+            await api.post(
+                "/internal/v1/webhook_endpoints",
+                json={"merchant_id": "mch_x", "url": url, "events": ["*"]},
+            )
+            for url in (
+                "http://127.0.0.1:8200/hooks",
+                "http://169.254.169.254/latest/meta-data",
+                "https://10.1.2.3/h",
+                "http://[::1]/h",
+                "http://[::ffff:192.168.0.1]/h",
+                "http://localhost/h",
+            )
+        ]
     assert bad_url.status_code == 422
     assert bad_url.headers["content-type"] == "application/problem+json"
     problem = bad_url.json()
@@ -354,6 +369,10 @@ async def test_bad_endpoint_input_is_a_problem_document() -> None:
     assert bad_events.json()["code"] == "invalid_events"
     assert missing_field.status_code == 422
     assert missing_field.json()["code"] == "invalid_request"
+    # No SSRF: loopback, metadata, private and mapped addresses are refused by default.
+    assert {(answer.status_code, answer.json()["code"]) for answer in private} == {
+        (422, "webhook_target_not_allowed")
+    }
 
 
 async def test_the_worker_retries_on_the_persisted_schedule_until_it_is_exhausted(
@@ -361,7 +380,10 @@ async def test_the_worker_retries_on_the_persisted_schedule_until_it_is_exhauste
 ) -> None:
     clock = FixedClock(datetime.now(UTC))
     notifier_settings = NotifierSettings(
-        **settings.model_dump(), webhook_retry_schedule_ms=[0, 1_000], webhook_timeout_ms=200
+        **settings.model_dump(),
+        webhook_retry_schedule_ms=[0, 1_000],
+        webhook_timeout_ms=200,
+        webhook_allowed_hosts=["127.0.0.1"],
     )
     merchant_id = f"mch_{uuid.uuid4().hex[:8]}"
     receiver = Receiver()
@@ -375,6 +397,7 @@ async def test_the_worker_retries_on_the_persisted_schedule_until_it_is_exhauste
             url=f"http://127.0.0.1:{free_port()}/nothing-listens-here",
             events=["payment.succeeded"],
             clock=clock,
+            allowed_hosts=["127.0.0.1"],
         )
         stuck = await register_endpoint(
             notifier_pool,
@@ -382,6 +405,7 @@ async def test_the_worker_retries_on_the_persisted_schedule_until_it_is_exhauste
             url=f"{receiver_url}/stuck",
             events=["*"],
             clock=clock,
+            allowed_hosts=["127.0.0.1"],
         )
         for events in (["payment.failed"], ["*"]):  # not subscribed; disabled below
             unused = await register_endpoint(
@@ -390,6 +414,7 @@ async def test_the_worker_retries_on_the_persisted_schedule_until_it_is_exhauste
                 url=f"{receiver_url}/ok",
                 events=events,
                 clock=clock,
+                allowed_hosts=["127.0.0.1"],
             )
         await notifier_pool.execute(
             "UPDATE webhook_endpoints SET enabled = false WHERE endpoint_id = $1",
@@ -447,6 +472,7 @@ async def test_a_risk_alert_is_delivered_signed_to_the_ops_webhook(
     async with serving(receiver) as receiver_url:
         notifier_settings = NotifierSettings(
             **settings.model_dump(),
+            webhook_allowed_hosts=["127.0.0.1"],
             webhook_retry_schedule_ms=[0, 100],
             delivery_poll_interval_ms=50,
             ops_webhook_url=f"{receiver_url}/ok",
