@@ -258,3 +258,18 @@ class OnboardedMerchantView(BaseModel):
 class CreateWebhookEndpointRequest(Body):
     url: Annotated[str, Field(min_length=1, max_length=2048)]
     events: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+
+
+class UpdateWebhookEndpointRequest(Body):
+    url: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
+    events: list[str] | None = Field(default=None, min_length=1)
+    enabled: bool | None = None
+
+
+class RotateSecretRequest(Body):
+    overlap_seconds: int = Field(
+        default=86_400,
+        ge=0,
+        le=7 * 86_400,
+        description="How long the old secret keeps signing next to the new one.",
+    )

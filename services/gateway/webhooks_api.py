@@ -4,14 +4,18 @@ on the event bus."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.gateway.auth import MerchantDependency
-from services.gateway.models import CreateWebhookEndpointRequest
+from services.gateway.models import (
+    CreateWebhookEndpointRequest,
+    RotateSecretRequest,
+    UpdateWebhookEndpointRequest,
+)
 from services.gateway.problems import PROBLEM_RESPONSES, ApiProblem
 
 router = APIRouter(tags=["webhooks"], responses=PROBLEM_RESPONSES)
@@ -52,4 +56,63 @@ async def list_webhook_endpoints(request: Request, merchant: MerchantDependency)
         "GET",
         "/internal/v1/webhook_endpoints",
         params={"merchant_id": merchant.merchant_id},
+    )
+
+
+EndpointId = Annotated[str, Path(pattern=r"^we_[A-Za-z0-9_]{1,64}$")]
+
+
+@router.patch("/v1/webhook_endpoints/{endpoint_id}")
+async def update_webhook_endpoint(
+    endpoint_id: EndpointId,
+    body: UpdateWebhookEndpointRequest,
+    request: Request,
+    merchant: MerchantDependency,
+) -> JSONResponse:
+    """Change an endpoint's `url`, `events` or `enabled` flag (what is left out stays)."""
+    return await _forward(
+        request,
+        "PATCH",
+        f"/internal/v1/webhook_endpoints/{endpoint_id}",
+        json={"merchant_id": merchant.merchant_id, **body.model_dump(exclude_none=True)},
+    )
+
+
+@router.delete("/v1/webhook_endpoints/{endpoint_id}", status_code=204)
+async def delete_webhook_endpoint(
+    endpoint_id: EndpointId, request: Request, merchant: MerchantDependency
+) -> Response:
+    """Stop sending to an endpoint; its delivery history is kept."""
+    client: httpx.AsyncClient = request.app.state.notifier_client
+    path = f"/internal/v1/webhook_endpoints/{endpoint_id}"
+    try:
+        answer = await client.delete(path, params={"merchant_id": merchant.merchant_id})
+    except httpx.HTTPError as error:
+        raise ApiProblem(
+            503, "notifier_unavailable", "Webhook service unavailable", repr(error)
+        ) from error
+    if answer.status_code == 204:
+        return Response(status_code=204)
+    return JSONResponse(
+        answer.json(),
+        status_code=answer.status_code,
+        media_type=answer.headers.get("content-type", "application/json"),
+    )
+
+
+@router.post("/v1/webhook_endpoints/{endpoint_id}/rotate_secret")
+async def rotate_webhook_secret(
+    endpoint_id: EndpointId,
+    request: Request,
+    merchant: MerchantDependency,
+    body: RotateSecretRequest | None = None,
+) -> JSONResponse:
+    """A new signing secret, shown once. The old one keeps signing next to it (a second
+    `v1=` in `Payrail-Signature`) for `overlap_seconds` (default one day)."""
+    overlap = (body or RotateSecretRequest()).overlap_seconds
+    return await _forward(
+        request,
+        "POST",
+        f"/internal/v1/webhook_endpoints/{endpoint_id}/rotate_secret",
+        json={"merchant_id": merchant.merchant_id, "overlap_seconds": overlap},
     )

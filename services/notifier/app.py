@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import httpx
 import structlog
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,14 +35,18 @@ from services.notifier.handlers import (
     DELIVERY_LIST_LIMIT_MAX,
     Attempt,
     Delivery,
+    UnknownEndpoint,
     WebhookEndpoint,
     check_sendable_url,
     create_endpoint,
+    delete_endpoint,
     deliver_due,
     enqueue_deliveries,
     ensure_ops_endpoint,
     list_deliveries,
     list_endpoints,
+    rotate_secret,
+    update_endpoint,
 )
 from services.notifier.settings import NotifierSettings
 
@@ -68,6 +72,29 @@ class CreateWebhookEndpointRequest(BaseModel):
     url: str = Field(min_length=1, max_length=URL_LENGTH_MAX)
     events: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         min_length=1, max_length=32
+    )
+
+
+class UpdateWebhookEndpointRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    merchant_id: MerchantId
+    url: str | None = Field(default=None, min_length=1, max_length=URL_LENGTH_MAX)
+    events: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, min_length=1, max_length=32
+    )
+    enabled: bool | None = None
+
+
+class RotateSecretRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    merchant_id: MerchantId
+    overlap_seconds: int = Field(
+        default=86_400,
+        ge=0,
+        le=7 * 86_400,
+        description="How long the old secret keeps signing next to the new one.",
     )
 
 
@@ -183,6 +210,8 @@ def _add_internal_routes(app: FastAPI) -> None:
     @app.exception_handler(NotifierError)
     async def on_notifier_error(_request: Request, error: Exception) -> JSONResponse:
         code = error.code if isinstance(error, NotifierError) else "invalid_request"
+        if isinstance(error, UnknownEndpoint):
+            return problem(404, "Not found", str(error), code)
         return problem(422, "Invalid request", str(error), code)
 
     @app.exception_handler(RequestValidationError)
@@ -222,6 +251,50 @@ def _add_internal_routes(app: FastAPI) -> None:
     ) -> WebhookEndpointList:
         endpoints = await list_endpoints(_context(request).pool, merchant_id)
         return WebhookEndpointList(data=[WebhookEndpointResponse.of(e) for e in endpoints])
+
+    @app.patch("/internal/v1/webhook_endpoints/{endpoint_id}")
+    async def patch_webhook_endpoint(
+        request: Request, endpoint_id: str, body: UpdateWebhookEndpointRequest
+    ) -> WebhookEndpointResponse:
+        settings: NotifierSettings = request.app.state.notifier_settings
+        endpoint = await update_endpoint(
+            _context(request).pool,
+            endpoint_id=endpoint_id,
+            merchant_id=body.merchant_id,
+            url=body.url,
+            events=body.events,
+            enabled=body.enabled,
+            allowed_hosts=frozenset(settings.webhook_allowed_hosts),
+        )
+        return WebhookEndpointResponse.of(endpoint)
+
+    @app.delete("/internal/v1/webhook_endpoints/{endpoint_id}", status_code=204)
+    async def delete_webhook_endpoint(
+        request: Request,
+        endpoint_id: str,
+        merchant_id: Annotated[str, Query(min_length=1, max_length=128)],
+    ) -> Response:
+        context = _context(request)
+        await delete_endpoint(
+            context.pool, endpoint_id=endpoint_id, merchant_id=merchant_id, clock=context.clock
+        )
+        return Response(status_code=204)
+
+    @app.post("/internal/v1/webhook_endpoints/{endpoint_id}/rotate_secret")
+    async def rotate_webhook_secret(
+        request: Request, endpoint_id: str, body: RotateSecretRequest
+    ) -> CreatedWebhookEndpointResponse:
+        context = _context(request)
+        rotated = await rotate_secret(
+            context.pool,
+            endpoint_id=endpoint_id,
+            merchant_id=body.merchant_id,
+            overlap_seconds=body.overlap_seconds,
+            clock=context.clock,
+        )
+        return CreatedWebhookEndpointResponse(
+            **WebhookEndpointResponse.of(rotated.endpoint).model_dump(), secret=rotated.secret
+        )
 
     @app.get("/internal/v1/deliveries")
     async def get_deliveries(

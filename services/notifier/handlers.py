@@ -196,7 +196,8 @@ async def create_endpoint(
             "SELECT pg_advisory_xact_lock(hashtext($1))", f"webhook_endpoints:{merchant_id}"
         )
         count = await connection.fetchval(
-            "SELECT count(*) FROM webhook_endpoints WHERE merchant_id = $1", merchant_id
+            "SELECT count(*) FROM webhook_endpoints WHERE merchant_id = $1 AND deleted_at IS NULL",
+            merchant_id,
         )
         if count >= ENDPOINT_COUNT_MAX_PER_MERCHANT:
             raise EndpointLimitReached(
@@ -241,11 +242,94 @@ async def ensure_ops_endpoint(
     log.info("ops_webhook_endpoint_ready", url=url)
 
 
+class UnknownEndpoint(NotifierError):
+    """No endpoint of this merchant has that id (or it was deleted)."""
+
+    code = "webhook_endpoint_not_found"
+
+
+async def rotate_secret(
+    pool: asyncpg.Pool,
+    *,
+    endpoint_id: str,
+    merchant_id: str,
+    overlap_seconds: int,
+    clock: Clock,
+) -> CreatedWebhookEndpoint:
+    """Give the endpoint a new signing secret; the old one keeps signing next to it for
+    `overlap_seconds` (0 retires it at once). Returns the new secret, shown this once.
+
+    Raises UnknownEndpoint."""
+    secret = new_secret("whsec_", 32)
+    row = await pool.fetchrow(
+        "UPDATE webhook_endpoints SET previous_secret = secret,"
+        " previous_secret_expires_at = $3, secret = $4"
+        " WHERE endpoint_id = $1 AND merchant_id = $2 AND deleted_at IS NULL RETURNING *",
+        endpoint_id,
+        merchant_id,
+        clock.now() + timedelta(seconds=overlap_seconds),
+        secret,
+    )
+    if row is None:
+        raise UnknownEndpoint(f"no webhook endpoint {endpoint_id}")
+    log.info("webhook_secret_rotated", endpoint_id=endpoint_id, overlap_seconds=overlap_seconds)
+    return CreatedWebhookEndpoint(endpoint=_endpoint(row), secret=secret)
+
+
+async def update_endpoint(
+    pool: asyncpg.Pool,
+    *,
+    endpoint_id: str,
+    merchant_id: str,
+    url: str | None,
+    events: Sequence[str] | None,
+    enabled: bool | None,
+    allowed_hosts: Collection[str] = (),
+) -> WebhookEndpoint:
+    """Change an endpoint's URL, subscription or enabled flag (what is None stays).
+
+    Raises UnknownEndpoint, InvalidUrl, InvalidEvents."""
+    if url is not None:
+        check_sendable_url(url, allowed_hosts)
+    subscribed = list(check_subscription(events)) if events is not None else None
+    row = await pool.fetchrow(
+        "UPDATE webhook_endpoints SET url = coalesce($3, url), events = coalesce($4, events),"
+        " enabled = coalesce($5, enabled)"
+        " WHERE endpoint_id = $1 AND merchant_id = $2 AND deleted_at IS NULL RETURNING *",
+        endpoint_id,
+        merchant_id,
+        url,
+        subscribed,
+        enabled,
+    )
+    if row is None:
+        raise UnknownEndpoint(f"no webhook endpoint {endpoint_id}")
+    return _endpoint(row)
+
+
+async def delete_endpoint(
+    pool: asyncpg.Pool, *, endpoint_id: str, merchant_id: str, clock: Clock
+) -> None:
+    """Stop sending to an endpoint and stop listing it; its delivery history is kept.
+
+    Raises UnknownEndpoint."""
+    deleted = await pool.fetchval(
+        "UPDATE webhook_endpoints SET deleted_at = $3, enabled = false"
+        " WHERE endpoint_id = $1 AND merchant_id = $2 AND deleted_at IS NULL"
+        " RETURNING endpoint_id",
+        endpoint_id,
+        merchant_id,
+        clock.now(),
+    )
+    if deleted is None:
+        raise UnknownEndpoint(f"no webhook endpoint {endpoint_id}")
+
+
 async def list_endpoints(pool: asyncpg.Pool, merchant_id: str) -> list[WebhookEndpoint]:
     """The merchant's endpoints, oldest first, without their secrets."""
     rows = await pool.fetch(
         "SELECT endpoint_id, merchant_id, url, events, enabled, created_at"
-        " FROM webhook_endpoints WHERE merchant_id = $1"
+        " FROM webhook_endpoints WHERE merchant_id = $1 AND deleted_at IS NULL"
         " ORDER BY created_at, endpoint_id LIMIT $2",
         merchant_id,
         ENDPOINT_COUNT_MAX_PER_MERCHANT,
@@ -320,6 +404,7 @@ class ClaimedDelivery:
     url: str
     secret: str
     endpoint_enabled: bool
+    previous_secret: str | None = None  # still signing during a rotation's overlap
 
 
 @dataclass(frozen=True)
@@ -365,7 +450,9 @@ async def _claim_due(
         " WHERE delivery.delivery_id = due.delivery_id"
         " AND endpoint.endpoint_id = delivery.endpoint_id"
         " RETURNING delivery.delivery_id, delivery.event_id, delivery.attempt_count,"
-        " delivery.body, endpoint.url, endpoint.secret, endpoint.enabled",
+        " delivery.body, endpoint.url, endpoint.secret, endpoint.enabled,"
+        " CASE WHEN endpoint.previous_secret_expires_at > $1 THEN endpoint.previous_secret"
+        " END AS previous_secret",
         now,
         settings.delivery_batch_size_max,
         now + timedelta(milliseconds=lease_ms(settings)),
@@ -379,6 +466,7 @@ async def _claim_due(
             url=row["url"],
             secret=row["secret"],
             endpoint_enabled=row["enabled"],
+            previous_secret=row["previous_secret"],
         )
         for row in rows
     ]
@@ -416,7 +504,12 @@ async def send_webhook(
     headers = {
         "Content-Type": "application/json",
         "Payrail-Event-Id": str(delivery.event_id),
-        "Payrail-Signature": signature_header(delivery.secret, int(attempted_at.timestamp()), body),
+        "Payrail-Signature": signature_header(
+            delivery.secret,
+            int(attempted_at.timestamp()),
+            body,
+            *([delivery.previous_secret] if delivery.previous_secret else []),
+        ),
         "User-Agent": USER_AGENT,
         "Accept-Encoding": "identity",
     }

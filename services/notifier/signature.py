@@ -55,9 +55,14 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return hmac.new(secret.encode("utf-8"), signed_payload, hashlib.sha256).hexdigest()
 
 
-def signature_header(secret: str, timestamp: int, body: bytes) -> str:
-    """Return the `Payrail-Signature` header value for `body` sent at `timestamp`."""
-    return f"t={timestamp},{SIGNATURE_SCHEME}={sign(secret, timestamp, body)}"
+def signature_header(secret: str, timestamp: int, body: bytes, *older: str) -> str:
+    """Return the `Payrail-Signature` header value for `body` sent at `timestamp`: one
+    `v1=` per secret, the current one first, then those of a rotation still overlapping,
+    so a receiver that knows either secret can verify."""
+    signatures = ",".join(
+        f"{SIGNATURE_SCHEME}={sign(key, timestamp, body)}" for key in (secret, *older)
+    )
+    return f"t={timestamp},{signatures}"
 
 
 def _parse_header(header: str) -> tuple[int, list[str]]:

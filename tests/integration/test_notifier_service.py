@@ -506,3 +506,62 @@ async def test_a_risk_alert_is_delivered_signed_to_the_ops_webhook(
     assert document["type"] == "risk.alert"
     assert document["data"]["object"]["kind"] == "payer_failure_burst"
     assert document["data"]["object"]["subject"] == "payer-1"
+
+
+async def test_a_rotated_secret_signs_next_to_the_new_one_until_its_overlap_ends(
+    settings: ServiceSettings, publisher: KafkaBroker
+) -> None:
+    notifier_settings = NotifierSettings(
+        **settings.model_dump(),
+        webhook_allowed_hosts=["127.0.0.1"],
+        delivery_poll_interval_ms=50,
+    )
+    app = create_app(notifier_settings)
+    receiver = Receiver()
+    merchant_id = f"mch_{uuid.uuid4().hex[:8]}"
+    topic = topic_name(Topic.PAYMENTS_EVENTS, notifier_settings.kafka_topic_prefix)
+    async with (
+        serving(receiver) as receiver_url,
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://notifier"
+        ) as api,
+    ):
+        endpoint = await create_endpoint(api, merchant_id, f"{receiver_url}/ok", ["*"])
+        path = f"/internal/v1/webhook_endpoints/{endpoint['id']}"
+        rotated = await api.post(
+            f"{path}/rotate_secret", json={"merchant_id": merchant_id, "overlap_seconds": 3600}
+        )
+        assert rotated.status_code == 200, rotated.text
+        new_secret = rotated.json()["secret"]
+        assert new_secret != endpoint["secret"]
+
+        async def delivered(count: int) -> ReceivedRequest:
+            await publisher.publish(encode(payment_succeeded(merchant_id)), topic=topic)
+            await wait_until(lambda: len(receiver.on("/ok")) == count, f"delivery {count}")
+            return receiver.on("/ok")[-1]
+
+        during = await delivered(1)
+        for secret in (endpoint["secret"], new_secret):  # either secret verifies
+            verify(during.headers["payrail-signature"], during.body, [secret], now=int(time.time()))
+
+        retired = await api.post(
+            f"{path}/rotate_secret", json={"merchant_id": merchant_id, "overlap_seconds": 0}
+        )
+        newest = retired.json()["secret"]
+        after = await delivered(2)
+        verify(after.headers["payrail-signature"], after.body, [newest], now=int(time.time()))
+        assert after.headers["payrail-signature"].count("v1=") == 1
+
+        disabled = await api.patch(path, json={"merchant_id": merchant_id, "enabled": False})
+        assert (disabled.status_code, disabled.json()["enabled"]) == (200, False)
+        others = await api.patch(path, json={"merchant_id": "mch_other", "enabled": True})
+        assert (others.status_code, others.json()["code"]) == (404, "webhook_endpoint_not_found")
+        deleted = await api.delete(path, params={"merchant_id": merchant_id})
+        assert deleted.status_code == 204
+        listed = await api.get(
+            "/internal/v1/webhook_endpoints", params={"merchant_id": merchant_id}
+        )
+        assert listed.json()["data"] == []
+        again = await api.delete(path, params={"merchant_id": merchant_id})
+        assert again.status_code == 404

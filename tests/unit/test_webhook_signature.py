@@ -136,3 +136,13 @@ def test_verify_needs_at_least_one_secret() -> None:
     secret = random_secret()
     with pytest.raises(ValueError, match="at least one secret"):
         verify(signature_header(secret, NOW, BODY), BODY, [], now=NOW)
+
+
+def test_during_a_rotation_both_secrets_sign_and_either_verifies() -> None:
+    current, previous = random_secret(), random_secret()
+    header = signature_header(current, NOW, BODY, previous)
+    assert header.count("v1=") == 2
+    verify(header, BODY, [current], now=NOW)
+    verify(header, BODY, [previous], now=NOW)
+    with pytest.raises(SignatureVerificationError):
+        verify(header, BODY, [random_secret()], now=NOW)
