@@ -41,6 +41,19 @@ MAD_TO_SIGMA = 1.4826
 MAD_FLOOR_FRACTION = 0.01
 
 
+# A payer's value is merchant input (any 1 to 128 characters): a reason shows at most
+# this much of it, so every reason fits FiredRule's limit whatever the value holds.
+SHOWN_VALUE_LENGTH_MAX = 40
+
+
+def shown(value: str) -> str:
+    """`value` as a reason quotes it: repr (unprintable characters escaped), cut short."""
+    text = repr(value)
+    if len(text) <= SHOWN_VALUE_LENGTH_MAX:
+        return text
+    return text[: SHOWN_VALUE_LENGTH_MAX - 3] + "..."
+
+
 def blocklist_rule_id(key: PayerKey) -> str:
     return f"blocklist.{key.value}"
 
@@ -120,7 +133,9 @@ def _deny_rules(
     amount, currency = facts.amount_minor, facts.currency
     keys = payer_keys(facts.payer)
     fired = [
-        FiredRule(rule_id=blocklist_rule_id(key), reason=f"{key.value} {keys[key]!r} is blocked")
+        FiredRule(
+            rule_id=blocklist_rule_id(key), reason=f"{key.value} {shown(keys[key])} is blocked"
+        )
         for key in PayerKey
         if key in history.blocked and key in keys
     ]
@@ -168,8 +183,9 @@ def _deny_rules(
             fired.append(
                 FiredRule(
                     rule_id=velocity_rule_id(velocity),
-                    reason=f"{count} payments from {velocity.key.value} {keys[velocity.key]!r} "
-                    f"within {velocity.window_seconds} s, more than {velocity.max_count}",
+                    reason=f"{count} payments from {velocity.key.value} "
+                    f"{shown(keys[velocity.key])} within {velocity.window_seconds} s, "
+                    f"more than {velocity.max_count}",
                 )
             )
     return fired
@@ -205,7 +221,7 @@ def evaluate(
                 FiredRule(
                     rule_id=ANOMALY_RULE,
                     reason=f"amount {facts.amount_minor} {facts.currency} scores {score:.1f} "
-                    f"against the merchant's recent median {median:g}, review from {threshold:g}",
+                    f"against the merchant's recent median {median:.0f}, review from {threshold:g}",
                 ),
             ),
         )
