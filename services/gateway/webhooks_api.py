@@ -21,7 +21,7 @@ from services.gateway.problems import PROBLEM_RESPONSES, ApiProblem
 router = APIRouter(tags=["webhooks"], responses=PROBLEM_RESPONSES)
 
 
-async def _forward(request: Request, method: str, path: str, **kwargs: Any) -> JSONResponse:
+async def _forward(request: Request, method: str, path: str, **kwargs: Any) -> Response:
     client: httpx.AsyncClient = request.app.state.notifier_client
     try:
         answer = await client.request(method, path, **kwargs)
@@ -29,6 +29,8 @@ async def _forward(request: Request, method: str, path: str, **kwargs: Any) -> J
         raise ApiProblem(
             503, "notifier_unavailable", "Webhook service unavailable", repr(error)
         ) from error
+    if answer.status_code == 204:
+        return Response(status_code=204)
     return JSONResponse(
         answer.json(),
         status_code=answer.status_code,
@@ -39,7 +41,7 @@ async def _forward(request: Request, method: str, path: str, **kwargs: Any) -> J
 @router.post("/v1/webhook_endpoints", status_code=201)
 async def create_webhook_endpoint(
     body: CreateWebhookEndpointRequest, request: Request, merchant: MerchantDependency
-) -> JSONResponse:
+) -> Response:
     """Register a webhook endpoint. The response carries its signing secret, once."""
     return await _forward(
         request,
@@ -50,7 +52,7 @@ async def create_webhook_endpoint(
 
 
 @router.get("/v1/webhook_endpoints")
-async def list_webhook_endpoints(request: Request, merchant: MerchantDependency) -> JSONResponse:
+async def list_webhook_endpoints(request: Request, merchant: MerchantDependency) -> Response:
     return await _forward(
         request,
         "GET",
@@ -68,7 +70,7 @@ async def update_webhook_endpoint(
     body: UpdateWebhookEndpointRequest,
     request: Request,
     merchant: MerchantDependency,
-) -> JSONResponse:
+) -> Response:
     """Change an endpoint's `url`, `events` or `enabled` flag (what is left out stays)."""
     return await _forward(
         request,
@@ -83,20 +85,11 @@ async def delete_webhook_endpoint(
     endpoint_id: EndpointId, request: Request, merchant: MerchantDependency
 ) -> Response:
     """Stop sending to an endpoint; its delivery history is kept."""
-    client: httpx.AsyncClient = request.app.state.notifier_client
-    path = f"/internal/v1/webhook_endpoints/{endpoint_id}"
-    try:
-        answer = await client.delete(path, params={"merchant_id": merchant.merchant_id})
-    except httpx.HTTPError as error:
-        raise ApiProblem(
-            503, "notifier_unavailable", "Webhook service unavailable", repr(error)
-        ) from error
-    if answer.status_code == 204:
-        return Response(status_code=204)
-    return JSONResponse(
-        answer.json(),
-        status_code=answer.status_code,
-        media_type=answer.headers.get("content-type", "application/json"),
+    return await _forward(
+        request,
+        "DELETE",
+        f"/internal/v1/webhook_endpoints/{endpoint_id}",
+        params={"merchant_id": merchant.merchant_id},
     )
 
 
@@ -106,7 +99,7 @@ async def rotate_webhook_secret(
     request: Request,
     merchant: MerchantDependency,
     body: RotateSecretRequest | None = None,
-) -> JSONResponse:
+) -> Response:
     """A new signing secret, shown once. The old one keeps signing next to it (a second
     `v1=` in `Payrail-Signature`) for `overlap_seconds` (default one day)."""
     overlap = (body or RotateSecretRequest()).overlap_seconds

@@ -192,7 +192,8 @@ async def decide_payment(
     await connection.execute(
         "SELECT pg_advisory_xact_lock(hashtext('risk:merchant:' || $1))", merchant_id
     )
-    payer_id = domain.payer_keys(terms.payer).get(PayerKey.PAYER)
+    keys = domain.payer_keys(terms.payer)
+    payer_id = keys.get(PayerKey.PAYER)
     if payer_id is not None:
         await connection.execute(
             "SELECT pg_advisory_xact_lock(hashtext('risk:payer:' || $1))", payer_id
@@ -224,7 +225,6 @@ async def decide_payment(
         clock=clock,
         cause=event,
     )
-    keys = domain.payer_keys(terms.payer)
     await connection.execute(
         "INSERT INTO payment_observations (payment_id, merchant_id, payer_id, ip, device_id,"
         " card_fingerprint, amount_minor, currency, outcome, observed_at)"
