@@ -63,6 +63,7 @@ from schemas.refunds import (
 )
 from schemas.risk import BlocklistChanged, RiskAlertRaised, RiskDecisionMade, RiskRulesUpdated
 from schemas.topics import Topic
+from schemas.webhooks import WebhookEndpointDisabled
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     OrderPlaced,
@@ -100,6 +101,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PayoutFailed,
     BankPayoutPaid,
     BankPayoutFailed,
+    WebhookEndpointDisabled,
 )
 COMMAND_TYPES: tuple[type[Command], ...] = (
     CreatePayment,

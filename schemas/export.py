@@ -28,6 +28,7 @@ TOPIC_PRODUCERS: dict[Topic, str] = {
     Topic.CHANNEL_COMMANDS: "payment_center",
     Topic.CHANNEL_RESULTS: "gateway",
     Topic.LEDGER_EVENTS: "ledger",
+    Topic.NOTIFIER_EVENTS: "notifier",
     Topic.DEAD_LETTERS: "every consumer (unprocessable messages, unchanged, with a reason header)",
 }
 

@@ -14,6 +14,7 @@ from schemas.payments import PaymentCanceled, PaymentExpired, PaymentFailed, Pay
 from schemas.payouts import PayoutFailed, PayoutPaid
 from schemas.refunds import RefundFailed, RefundSucceeded
 from schemas.risk import RiskAlertRaised
+from schemas.webhooks import WebhookEndpointDisabled
 
 # A new public event is one line here plus its `data.object` in `public_object` below.
 PUBLIC_EVENT_TYPES: dict[type[Event], str] = {
@@ -25,10 +26,14 @@ PUBLIC_EVENT_TYPES: dict[type[Event], str] = {
     RefundFailed: "refund.failed",
     PayoutPaid: "payout.paid",
     PayoutFailed: "payout.failed",
+    WebhookEndpointDisabled: "webhook_endpoint.disabled",
 }
 
 # Events for operations, not merchants: the notifier sends them to the ops webhook only.
 OPS_EVENT_TYPES: dict[type[Event], str] = {RiskAlertRaised: "risk.alert"}
+# What the ops webhook receives: operations' own events, and the merchants' events that
+# need someone at the platform to look (an endpoint disabled for failing).
+OPS_WEBHOOK_EVENTS: tuple[str, ...] = ("risk.alert", "webhook_endpoint.disabled")
 
 PaymentOutcome = PaymentSucceeded | PaymentFailed | PaymentCanceled | PaymentExpired
 _STATUS_OF: dict[type[Event], str] = {
@@ -122,6 +127,17 @@ def public_object(event: Event) -> dict[str, Any]:
         return _payout_object(event)
     if isinstance(event, RiskAlertRaised):
         return {"object": "risk_alert", **event.payload.model_dump(mode="json")}
+    if isinstance(event, WebhookEndpointDisabled):
+        return {
+            "id": event.payload.endpoint_id,
+            "object": "webhook_endpoint",
+            "merchant_id": event.merchant_id,
+            "url": event.payload.url,
+            "enabled": False,
+            "failing_since": event.payload.failing_since.isoformat(),
+            "disabled_at": event.payload.disabled_at.isoformat(),
+            "disabled_reason": event.payload.reason,
+        }
     raise NotPublic(f"no public object for {type(event).__name__}")
 
 

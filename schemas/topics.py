@@ -14,6 +14,7 @@ class Topic(StrEnum):
     CHANNEL_COMMANDS = "channel.commands"
     CHANNEL_RESULTS = "channel.results"
     LEDGER_EVENTS = "ledger.events"
+    NOTIFIER_EVENTS = "notifier.events"
     DEAD_LETTERS = "dead_letters"
 
 

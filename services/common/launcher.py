@@ -107,6 +107,7 @@ class Platform:
     service_settings: ServiceSettings
     info: PlatformInfo | None = None
     _processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    _commands: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     _log_files: list[IO[bytes]] = field(default_factory=list)
     _broker: subprocess.Popen[bytes] | None = None
     _postgres: object | None = None
@@ -162,6 +163,19 @@ class Platform:
             stderr=subprocess.STDOUT,
         )
         self._processes.append((name, process))
+        self._commands[name] = (module, env)
+
+    def restart(self, name: str, *, ready_url: str) -> None:
+        """Kill service `name` without warning (SIGKILL: no graceful shutdown, as in a
+        crash) and start it again with the same settings; return once `ready_url` answers.
+        For fault tests."""
+        process = dict(self._processes)[name]
+        process.kill()
+        process.wait(timeout=10)
+        self._processes.remove((name, process))
+        module, env = self._commands[name]
+        self._spawn(name, module, env)
+        self._wait_healthy(name, ready_url)
 
     def _wait_healthy(self, name: str, url: str) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s

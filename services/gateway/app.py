@@ -22,6 +22,7 @@ from schemas.refunds import (
     RefundSucceeded,
     SubmitChannelRefund,
 )
+from schemas.webhooks import WebhookEndpointDisabled
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
 from services.gateway import (
@@ -189,6 +190,10 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
                 PayoutPaid: payouts.project_payout,
                 PayoutFailed: payouts.project_payout,
             },
+        )
+        context.consume(
+            Topic.NOTIFIER_EVENTS,
+            {WebhookEndpointDisabled: projections.record_public_event},
         )
         context.consume(
             Topic.ORDERS,

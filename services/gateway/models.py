@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.common import Channel, FeePlan
 from schemas.envelope import check_storable_text
@@ -273,3 +273,19 @@ class RotateSecretRequest(Body):
         le=7 * 86_400,
         description="How long the old secret keeps signing next to the new one.",
     )
+
+
+class ResendEventRequest(Body):
+    endpoint_id: str | None = Field(
+        default=None,
+        pattern=r"^we_[A-Za-z0-9_]{1,64}$",
+        description="Resend to this endpoint only; by default to every enabled endpoint "
+        "subscribed to the event's type.",
+    )
+
+
+class ReplayEventsRequest(Body):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    start: AwareDatetime = Field(alias="from", description="First instant of the range.")
+    end: AwareDatetime = Field(alias="to", description="End of the range, excluded.")

@@ -4,15 +4,18 @@ on the event bus."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.gateway.auth import MerchantDependency
 from services.gateway.models import (
     CreateWebhookEndpointRequest,
+    ReplayEventsRequest,
+    ResendEventRequest,
     RotateSecretRequest,
     UpdateWebhookEndpointRequest,
 )
@@ -108,4 +111,89 @@ async def rotate_webhook_secret(
         "POST",
         f"/internal/v1/webhook_endpoints/{endpoint_id}/rotate_secret",
         json={"merchant_id": merchant.merchant_id, "overlap_seconds": overlap},
+    )
+
+
+DeliveryId = Annotated[
+    str | None,
+    Query(pattern=r"^wd_[A-Za-z0-9_]{1,64}$", description="Continue after this delivery."),
+]
+DeliveryLimit = Annotated[int, Query(ge=1, le=100, description="Deliveries per page.")]
+
+
+@router.get("/v1/webhook_endpoints/{endpoint_id}/deliveries")
+async def list_endpoint_deliveries(
+    endpoint_id: EndpointId,
+    request: Request,
+    merchant: MerchantDependency,
+    limit: DeliveryLimit = 20,
+    starting_after: DeliveryId = None,
+) -> Response:
+    """The endpoint's deliveries, newest first, each with every attempt (time, status code,
+    latency, error, response excerpt). A deleted endpoint's history is still listed."""
+    params: dict[str, str | int] = {
+        "merchant_id": merchant.merchant_id,
+        "endpoint_id": endpoint_id,
+        "limit": limit,
+    }
+    if starting_after is not None:
+        params["starting_after"] = starting_after
+    return await _forward(request, "GET", "/internal/v1/deliveries", params=params)
+
+
+@router.get("/v1/events/{event_id}/deliveries")
+async def list_event_deliveries(
+    event_id: uuid.UUID,
+    request: Request,
+    merchant: MerchantDependency,
+    limit: DeliveryLimit = 20,
+    starting_after: DeliveryId = None,
+) -> Response:
+    """Every delivery of one event (first deliveries, resends, replays) with its attempts."""
+    params: dict[str, str | int] = {
+        "merchant_id": merchant.merchant_id,
+        "event_id": str(event_id),
+        "limit": limit,
+    }
+    if starting_after is not None:
+        params["starting_after"] = starting_after
+    return await _forward(request, "GET", "/internal/v1/deliveries", params=params)
+
+
+@router.post("/v1/events/{event_id}/resend", status_code=202)
+async def resend_event(
+    event_id: uuid.UUID,
+    request: Request,
+    merchant: MerchantDependency,
+    body: ResendEventRequest | None = None,
+) -> Response:
+    """Send one event again, now, as a new delivery with its own attempts: to
+    `endpoint_id`, or to every enabled endpoint subscribed to its type."""
+    endpoint_id = (body or ResendEventRequest()).endpoint_id
+    return await _forward(
+        request,
+        "POST",
+        f"/internal/v1/events/{event_id}/resend",
+        json={"merchant_id": merchant.merchant_id, "endpoint_id": endpoint_id},
+    )
+
+
+@router.post("/v1/webhook_endpoints/{endpoint_id}/replay", status_code=202)
+async def replay_events(
+    endpoint_id: EndpointId,
+    body: ReplayEventsRequest,
+    request: Request,
+    merchant: MerchantDependency,
+) -> Response:
+    """Send the endpoint every event it subscribes to that occurred in [`from`, `to`),
+    oldest first, as new deliveries (at most 10,000 events and 31 days per replay)."""
+    return await _forward(
+        request,
+        "POST",
+        f"/internal/v1/webhook_endpoints/{endpoint_id}/replay",
+        json={
+            "merchant_id": merchant.merchant_id,
+            "from": body.start.isoformat(),
+            "to": body.end.isoformat(),
+        },
     )

@@ -18,12 +18,23 @@ import structlog
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.common.clock import Clock
 from services.common.consumer import TRANSIENT_ERRORS
-from services.common.db import NotifyWakeup
 from services.common.service import ServiceContext, create_service_app
+from services.notifier.delivery import DeliveryDispatcher, refresh_queue_gauges
+from services.notifier.delivery_log import (
+    DELIVERY_LIST_LIMIT_MAX,
+    Attempt,
+    Delivery,
+    EndpointDisabled,
+    NoSubscribedEndpoint,
+    UnknownEvent,
+    list_deliveries,
+    replay_events,
+    resend_event,
+)
 from services.notifier.domain import (
     URL_LENGTH_MAX,
     WEBHOOK_EVENT_TYPES,
@@ -32,18 +43,13 @@ from services.notifier.domain import (
     check_subscription,
 )
 from services.notifier.handlers import (
-    DELIVERY_LIST_LIMIT_MAX,
-    Attempt,
-    Delivery,
     UnknownEndpoint,
     WebhookEndpoint,
     check_sendable_url,
     create_endpoint,
     delete_endpoint,
-    deliver_due,
     enqueue_deliveries,
     ensure_ops_endpoint,
-    list_deliveries,
     list_endpoints,
     rotate_secret,
     update_endpoint,
@@ -54,9 +60,6 @@ log = structlog.get_logger(__name__)
 
 SERVICE_NAME = "notifier"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-# After a round that failed on the database, wait at least this long before the next one
-# so an outage is not hammered every poll interval.
-WORKER_ERROR_PAUSE_MS = 1_000
 
 MerchantId = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -105,6 +108,11 @@ class WebhookEndpointResponse(BaseModel):
     events: list[str]
     enabled: bool
     created_at: datetime
+    disabled_at: datetime | None = Field(description="When the endpoint was last disabled.")
+    disabled_reason: str | None = Field(
+        description="Why payrail disabled it (every attempt failing); null when the merchant "
+        "disabled it or it is enabled."
+    )
 
     @classmethod
     def of(cls, endpoint: WebhookEndpoint) -> WebhookEndpointResponse:
@@ -115,6 +123,8 @@ class WebhookEndpointResponse(BaseModel):
             events=list(endpoint.events),
             enabled=endpoint.enabled,
             created_at=endpoint.created_at,
+            disabled_at=endpoint.disabled_at,
+            disabled_reason=endpoint.disabled_reason,
         )
 
 
@@ -159,6 +169,7 @@ class DeliveryResponse(BaseModel):
     next_attempt_at: datetime | None
     created_at: datetime
     delivered_at: datetime | None
+    origin: str = Field(description="event (its first delivery), resend or replay.")
     attempts: list[AttemptResponse]
 
     @classmethod
@@ -174,12 +185,33 @@ class DeliveryResponse(BaseModel):
             next_attempt_at=delivery.next_attempt_at,
             created_at=delivery.created_at,
             delivered_at=delivery.delivered_at,
+            origin=delivery.origin,
             attempts=[AttemptResponse.of(attempt) for attempt in delivery.attempts],
         )
 
 
 class DeliveryList(BaseModel):
     data: list[DeliveryResponse]
+    has_more: bool
+
+
+class ResendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    merchant_id: MerchantId
+    endpoint_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    merchant_id: MerchantId
+    start: AwareDatetime = Field(alias="from", description="First instant of the range.")
+    end: AwareDatetime = Field(alias="to", description="End of the range, excluded.")
+
+
+class QueuedDeliveries(BaseModel):
+    queued: int = Field(description="Deliveries queued, each due now.")
 
 
 def problem(status: int, title: str, detail: str, code: str) -> JSONResponse:
@@ -210,8 +242,10 @@ def _add_internal_routes(app: FastAPI) -> None:
     @app.exception_handler(NotifierError)
     async def on_notifier_error(_request: Request, error: Exception) -> JSONResponse:
         code = error.code if isinstance(error, NotifierError) else "invalid_request"
-        if isinstance(error, UnknownEndpoint):
+        if isinstance(error, UnknownEndpoint | UnknownEvent):
             return problem(404, "Not found", str(error), code)
+        if isinstance(error, EndpointDisabled | NoSubscribedEndpoint):
+            return problem(409, "Conflict", str(error), code)
         return problem(422, "Invalid request", str(error), code)
 
     @app.exception_handler(RequestValidationError)
@@ -264,6 +298,7 @@ def _add_internal_routes(app: FastAPI) -> None:
             url=body.url,
             events=body.events,
             enabled=body.enabled,
+            clock=_context(request).clock,
             allowed_hosts=frozenset(settings.webhook_allowed_hosts),
         )
         return WebhookEndpointResponse.of(endpoint)
@@ -301,40 +336,70 @@ def _add_internal_routes(app: FastAPI) -> None:
         request: Request,
         merchant_id: Annotated[str, Query(min_length=1, max_length=128)],
         event_id: uuid.UUID | None = None,
+        endpoint_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+        starting_after: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
         limit: Annotated[int, Query(ge=1, le=DELIVERY_LIST_LIMIT_MAX)] = DELIVERY_LIST_LIMIT_MAX,
     ) -> DeliveryList:
+        # One more than asked tells whether another page follows.
         deliveries = await list_deliveries(
-            _context(request).pool, merchant_id=merchant_id, event_id=event_id, limit=limit
+            _context(request).pool,
+            merchant_id=merchant_id,
+            event_id=event_id,
+            endpoint_id=endpoint_id,
+            starting_after=starting_after,
+            limit=limit + 1,
         )
-        return DeliveryList(data=[DeliveryResponse.of(delivery) for delivery in deliveries])
+        return DeliveryList(
+            data=[DeliveryResponse.of(delivery) for delivery in deliveries[:limit]],
+            has_more=len(deliveries) > limit,
+        )
+
+    @app.post("/internal/v1/events/{event_id}/resend", status_code=202)
+    async def post_resend(
+        request: Request, event_id: uuid.UUID, body: ResendRequest
+    ) -> QueuedDeliveries:
+        context = _context(request)
+        queued = await resend_event(
+            context.pool,
+            merchant_id=body.merchant_id,
+            event_id=event_id,
+            endpoint_id=body.endpoint_id,
+            clock=context.clock,
+        )
+        return QueuedDeliveries(queued=queued)
+
+    @app.post("/internal/v1/webhook_endpoints/{endpoint_id}/replay", status_code=202)
+    async def post_replay(
+        request: Request, endpoint_id: str, body: ReplayRequest
+    ) -> QueuedDeliveries:
+        context = _context(request)
+        queued = await replay_events(
+            context.pool,
+            merchant_id=body.merchant_id,
+            endpoint_id=endpoint_id,
+            start=body.start,
+            end=body.end,
+            clock=context.clock,
+        )
+        return QueuedDeliveries(queued=queued)
 
 
 # ---------------------------------------------------------------------------------------
 # Process wiring
 
 
-def _delivery_worker(
-    context: ServiceContext, http_client: httpx.AsyncClient, settings: NotifierSettings
+def _queue_gauges(
+    context: ServiceContext, settings: NotifierSettings
 ) -> Callable[[], Coroutine[Any, Any, None]]:
-    async def deliver_webhooks() -> None:
-        # Runs for the life of the process and is cancelled at shutdown; every round is
-        # bounded by the batch size, the concurrency limit and the webhook timeout.
-        async with NotifyWakeup(context.pool, "notifier_deliveries") as new_deliveries:
-            while True:
-                try:
-                    claimed = await deliver_due(context.pool, http_client, settings, context.clock)
-                except TRANSIENT_ERRORS as error:
-                    log.warning("webhook_round_failed", error=repr(error))
-                    await asyncio.sleep(
-                        max(settings.delivery_poll_interval_ms, WORKER_ERROR_PAUSE_MS) / 1000
-                    )
-                    continue
-                # A full batch means more may be due: go again at once. Otherwise wait for
-                # newly queued deliveries or the poll, which finds retries coming due.
-                if claimed < settings.delivery_batch_size_max:
-                    await new_deliveries.wait(settings.delivery_poll_interval_ms / 1000)
+    async def measure_webhook_queue() -> None:
+        while True:
+            try:
+                await refresh_queue_gauges(context.pool, context.clock)
+            except TRANSIENT_ERRORS as error:
+                log.warning("webhook_queue_gauges_failed", error=repr(error))
+            await asyncio.sleep(settings.queue_gauges_interval_ms / 1000)
 
-    return deliver_webhooks
+    return measure_webhook_queue
 
 
 def _wiring(settings: NotifierSettings) -> Callable[[ServiceContext], Coroutine[Any, Any, None]]:
@@ -372,7 +437,13 @@ def _wiring(settings: NotifierSettings) -> Callable[[ServiceContext], Coroutine[
             trust_env=True,
         )
         context.on_stop.append(http_client.aclose)
-        context.background.append(_delivery_worker(context, http_client, settings))
+        dispatcher = DeliveryDispatcher(context.pool, http_client, settings, context.clock)
+
+        async def deliver_webhooks() -> None:
+            await dispatcher.run()
+
+        context.background.append(deliver_webhooks)
+        context.background.append(_queue_gauges(context, settings))
 
     return wire
 

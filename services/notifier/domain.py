@@ -9,6 +9,7 @@ import ipaddress
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from urllib.parse import urlsplit
 
@@ -220,3 +221,53 @@ def decide_after_attempt(
 def truncate(text: str, length_max: int) -> str:
     """`text` cut to at most `length_max` characters."""
     return text[:length_max]
+
+
+def failing_since_after(
+    failing_since: datetime | None, attempted_at: datetime, succeeded: bool
+) -> datetime | None:
+    """When an endpoint's current run of failures began, after one more attempt: a success
+    ends the run (None); a failure starts one at `attempted_at` or continues the current."""
+    if succeeded:
+        return None
+    if failing_since is None or attempted_at < failing_since:
+        return attempted_at
+    return failing_since
+
+
+def should_disable(failing_since: datetime | None, now: datetime, disable_after_ms: int) -> bool:
+    """Whether an endpoint that has failed every attempt since `failing_since` has failed
+    long enough to be disabled. `disable_after_ms` 0 never disables."""
+    if failing_since is None or disable_after_ms <= 0:
+        return False
+    return now - failing_since >= timedelta(milliseconds=disable_after_ms)
+
+
+def disabled_reason(failing_since: datetime, now: datetime) -> str:
+    """Why an endpoint was disabled, for the merchant and operations."""
+    hours = (now - failing_since).total_seconds() / 3600
+    return f"every delivery attempt failed for {hours:.2f} hours, since {failing_since.isoformat()}"
+
+
+class ReplayRangeInvalid(NotifierError):
+    """A replay's time range is empty, reversed or too long."""
+
+    code = "invalid_replay_range"
+
+
+# A replay queues one delivery per event in its range; more events than this need several
+# smaller ranges, so one request cannot flood the queue.
+REPLAY_EVENT_COUNT_MAX = 10_000
+REPLAY_RANGE_MAX = timedelta(days=31)
+
+
+def check_replay_range(start: datetime, end: datetime) -> None:
+    """Accept a replay range [start, end): start before end, at most REPLAY_RANGE_MAX long.
+
+    Raises ReplayRangeInvalid."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ReplayRangeInvalid("from and to must carry a time zone")
+    if start >= end:
+        raise ReplayRangeInvalid("from must be before to")
+    if end - start > REPLAY_RANGE_MAX:
+        raise ReplayRangeInvalid(f"a replay covers at most {REPLAY_RANGE_MAX.days} days")

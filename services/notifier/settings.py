@@ -73,18 +73,37 @@ class NotifierSettings(ServiceSettings):
     webhook_concurrency_max: int = Field(
         default=16, ge=1, le=1_024, description="Delivery attempts in flight at once, default 16."
     )
+    webhook_endpoint_concurrency_max: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description=(
+            "Delivery attempts in flight at once to one endpoint, default 4: a slow or dead "
+            "endpoint holds at most this many of the slots, never the other endpoints' turn."
+        ),
+    )
+    webhook_disable_after_ms: int = Field(
+        default=3 * 86_400_000,
+        ge=0,
+        le=30 * 86_400_000,
+        description=(
+            "An endpoint whose every attempt has failed for this long is disabled, with a "
+            "`webhook_endpoint.disabled` event and an alert to operations; default three "
+            "days (259200000), 0 never disables. Its deliveries wait until it is enabled."
+        ),
+    )
+    queue_gauges_interval_ms: int = Field(
+        default=5_000,
+        ge=100,
+        le=300_000,
+        description="How often the delivery queue's depth and oldest age are measured.",
+    )
     delivery_poll_interval_ms: int = Field(
         default=200,
         ge=10,
         le=60_000,
         description=(
-            "Pause of the delivery worker after a round that claimed less than a full batch, "
-            "default 200."
+            "Longest pause of the delivery worker between looks for due deliveries (retries "
+            "coming due); newly queued ones and freed slots wake it at once. Default 200."
         ),
-    )
-    delivery_batch_size_max: int = Field(
-        default=50,
-        ge=1,
-        le=1_000,
-        description="Due deliveries one worker round claims at most, default 50.",
     )

@@ -15,6 +15,7 @@ import pytest
 from services.common.launcher import LauncherSettings, Platform, PlatformInfo
 from services.common.settings import ServiceSettings
 from tests.infrastructure import with_database
+from tests.support.webhook_receiver import Route, WebhookReceiver
 
 
 async def _create_database(admin_dsn: str, name: str) -> None:
@@ -25,8 +26,21 @@ async def _create_database(admin_dsn: str, name: str) -> None:
         await connection.close()
 
 
+OPS_PATH = "/ops"
+OPS_SECRET = f"whsec_ops_{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="package")
+def ops_receiver() -> Iterator[WebhookReceiver]:
+    """Operations' webhook receiver, up before the platform that sends to it."""
+    with WebhookReceiver() as receiver:
+        receiver.route(OPS_PATH, Route(secrets=[OPS_SECRET]))
+        yield receiver
+
+
 @pytest.fixture(scope="package")
 def platform(
+    ops_receiver: WebhookReceiver,
     kafka: str,
     kafka_settings: dict[str, object],
     postgres_admin: str,
@@ -45,7 +59,15 @@ def platform(
         patch.setenv("DATABASE_URL", with_database(postgres_admin, database))
         # Notifications and webhook retries compressed so failures show within a test.
         patch.setenv("PAYRAIL_PSP_NOTIFY_RETRY_SCHEDULE_MS", "[0, 200, 500, 1000, 2000]")
-        patch.setenv("PAYRAIL_WEBHOOK_RETRY_SCHEDULE_MS", "[0, 200, 500, 1000, 2000]")
+        patch.setenv("PAYRAIL_WEBHOOK_RETRY_SCHEDULE_MS", "[0, 200, 500, 1000, 2000, 4000]")
+        # An endpoint failing every attempt for 2.5 s is disabled (attempts at about
+        # 0, 0.2, 0.7, 1.7 and 3.7 s: the fifth disables it, the sixth waits for it).
+        patch.setenv("PAYRAIL_WEBHOOK_DISABLE_AFTER_MS", "2500")
+        patch.setenv("PAYRAIL_WEBHOOK_ENDPOINT_CONCURRENCY_MAX", "2")
+        # Long enough that a held request is still in flight while a test looks.
+        patch.setenv("PAYRAIL_WEBHOOK_TIMEOUT_MS", "15000")
+        patch.setenv("PAYRAIL_OPS_WEBHOOK_URL", ops_receiver.url(OPS_PATH))
+        patch.setenv("PAYRAIL_OPS_WEBHOOK_SECRET", OPS_SECRET)
         # A notification overdue after three seconds is queried at the channel (later than
         # a test payment that expires after one second, so its late notice stays late).
         patch.setenv("PAYRAIL_CHANNEL_QUERY_SCHEDULE_MS", "[3000, 2000]")

@@ -36,14 +36,12 @@ from services.common.infrastructure import free_port
 from services.common.service import RUNTIME_MIGRATIONS
 from services.common.settings import ServiceSettings
 from services.notifier.app import create_app
+from services.notifier.delivery import deliver_due
+from services.notifier.delivery_log import list_deliveries
 from services.notifier.handlers import (
     create_endpoint as register_endpoint,
 )
-from services.notifier.handlers import (
-    deliver_due,
-    enqueue_deliveries,
-    list_deliveries,
-)
+from services.notifier.handlers import enqueue_deliveries
 from services.notifier.settings import NotifierSettings
 from services.notifier.signature import verify
 
