@@ -281,6 +281,15 @@ async def _record_attempt(
         else None
     )
     async with pool.acquire() as connection, connection.transaction():
+        # The endpoint is locked first, as deleting it does, so the two cannot deadlock
+        # over the endpoint and its deliveries.
+        endpoint = await connection.fetchrow(
+            "SELECT merchant_id, url, enabled, failing_since FROM webhook_endpoints"
+            " WHERE endpoint_id = $1 FOR UPDATE",
+            delivery.endpoint_id,
+        )
+        if endpoint is None:
+            raise InvariantViolation(f"delivery {delivery.delivery_id} has no endpoint")
         # The attempt_count guard detects a lease that ran out while this worker was
         # sending: another worker then owns the delivery and this result is dropped.
         updated = await connection.fetchval(
@@ -311,7 +320,7 @@ async def _record_attempt(
             result.error,
             result.response_excerpt,
         )
-        await _track_endpoint_health(connection, delivery, result, settings, clock)
+        await _track_endpoint_health(connection, endpoint, delivery, result, settings, clock)
     WEBHOOK_ATTEMPTS.labels(outcome="succeeded" if result.succeeded else "failed").inc()
     if outcome.status is not DeliveryStatus.PENDING:
         WEBHOOK_DELIVERIES.labels(outcome=outcome.status.value).inc()
@@ -327,6 +336,7 @@ async def _record_attempt(
 
 async def _track_endpoint_health(
     connection: Connection,
+    endpoint: asyncpg.Record,
     delivery: ClaimedDelivery,
     result: AttemptResult,
     settings: NotifierSettings,
@@ -335,14 +345,8 @@ async def _track_endpoint_health(
     """Carry the endpoint's run of failures on by one attempt, and disable the endpoint
     when the run has lasted `webhook_disable_after_ms`: it then records
     `WebhookEndpointDisabled` (the merchant's event, and an alert on the ops webhook).
-    The ops endpoint itself is never disabled; its failures are logged as errors."""
-    endpoint = await connection.fetchrow(
-        "SELECT merchant_id, url, enabled, failing_since FROM webhook_endpoints"
-        " WHERE endpoint_id = $1 FOR UPDATE",
-        delivery.endpoint_id,
-    )
-    if endpoint is None:
-        raise InvariantViolation(f"delivery {delivery.delivery_id} has no endpoint")
+    The ops endpoint itself is never disabled; its failures are logged as errors.
+    `endpoint` is the endpoint's row, locked by the caller's transaction."""
     failing_since = failing_since_after(
         endpoint["failing_since"], result.attempted_at, result.succeeded
     )
