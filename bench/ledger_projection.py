@@ -536,14 +536,14 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, object]]:
 
 
 @contextlib.contextmanager
-def ledger_logging(log_path: Path) -> Iterator[None]:
-    """Log as the ledger process does (JSON lines at INFO), into `log_path` instead of the
-    terminal; afterwards only warnings reach stderr."""
+def ledger_logging(log_path: Path, service: str = SERVICE_NAME) -> Iterator[None]:
+    """Log as the ledger (or `service`) process does (JSON lines at INFO), into `log_path`
+    instead of the terminal; afterwards only warnings reach stderr."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log_file:
         # configure_logging's handler writes to whatever sys.stderr is when it is called.
         with contextlib.redirect_stderr(log_file):
-            configure_logging(SERVICE_NAME, "INFO", "json")
+            configure_logging(service, "INFO", "json")
         try:
             yield
         finally:

@@ -12,7 +12,9 @@ DATABASE_URL or an embedded PostgreSQL), then measures:
 3. the ledger's projection rate: synthetic payment events replayed from a fresh topic
    through the ledger's live consumer path (inbox + `post_event`, one transaction per
    event) into a scratch schema, next to a raw COPY of the journal rows it produced, and
-   their ratio (bench/ledger_projection.py).
+   their ratio (bench/ledger_projection.py);
+4. the notifier's webhook delivery rate to a local receiver, alone and next to an endpoint
+   that never answers (bench/webhook_delivery.py).
 
 It prints a table and writes JSON to bench/results/. Counts and time are bounded; every
 request targets 127.0.0.1 only.
@@ -45,6 +47,12 @@ from bench.ledger_projection import (
     measure_ledger_projection,
     table_rows,
 )
+from bench.webhook_delivery import (
+    DELIVERY_COUNT_DEFAULT,
+    DELIVERY_COUNT_MAX,
+    measure_webhook_delivery,
+)
+from bench.webhook_delivery import table_rows as webhook_table_rows
 from services.common.infrastructure import EMBEDDED_BROKER_FETCH_MAX_WAIT_MS
 from services.common.launcher import LauncherSettings, Platform, PlatformInfo
 from services.common.settings import ServiceSettings
@@ -236,6 +244,7 @@ def _table(results: dict[str, Any]) -> str:
         ("raw broker produce records/s", raw["produce_records_per_s"]),
         ("raw broker consume records/s", raw["consume_records_per_s"]),
         *table_rows(results["ledger_projection"]),
+        *webhook_table_rows(results["webhook_delivery"]),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
@@ -267,7 +276,15 @@ def main() -> None:
         default=EVENT_COUNT_DEFAULT,
         help=f"events the ledger projects (1 to {EVENT_COUNT_MAX})",
     )
+    parser.add_argument(
+        "--webhook-deliveries",
+        type=int,
+        default=DELIVERY_COUNT_DEFAULT,
+        help=f"webhooks the delivery benchmark sends (1 to {DELIVERY_COUNT_MAX})",
+    )
     arguments = parser.parse_args()
+    if not 1 <= arguments.webhook_deliveries <= DELIVERY_COUNT_MAX:
+        parser.error(f"--webhook-deliveries must be between 1 and {DELIVERY_COUNT_MAX}")
     if not 1 <= arguments.ledger_events <= EVENT_COUNT_MAX:
         parser.error(f"--ledger-events must be between 1 and {EVENT_COUNT_MAX}")
     state_dir = Path(tempfile.mkdtemp(prefix="payrail-bench-"))
@@ -294,6 +311,11 @@ def main() -> None:
                     timeout_s=PROJECTION_TIMEOUT_S_DEFAULT,
                 )
             )
+        print(f"Delivering {arguments.webhook_deliveries} webhooks...", flush=True)
+        with ledger_logging(state_dir / "logs" / "bench_webhook_delivery.log", "notifier"):
+            webhook_delivery = asyncio.run(
+                measure_webhook_delivery(info.database_url, arguments.webhook_deliveries)
+            )
     results = {
         "measured_at": datetime.now(UTC).isoformat(),
         "machine": {"cpus": os.cpu_count(), "python": host_platform.python_version()},
@@ -302,6 +324,7 @@ def main() -> None:
         "risk": risk,
         "broker_raw": broker_raw,
         "ledger_projection": ledger_projection,
+        "webhook_delivery": webhook_delivery,
     }
     RESULTS_DIR.mkdir(exist_ok=True)
     out = RESULTS_DIR / "latest.json"

@@ -435,7 +435,10 @@ class DeliveryDispatcher:
         http_client: httpx.AsyncClient,
         settings: NotifierSettings,
         clock: Clock,
+        *,
+        schema: str = "notifier",
     ) -> None:
+        self._wakeup_channel = f"{schema}_deliveries"  # see migration 101_delivery_notify
         self._pool = pool
         self._http_client = http_client
         self._settings = settings
@@ -517,7 +520,7 @@ class DeliveryDispatcher:
         flight are abandoned to their leases."""
         settings = self._settings
         try:
-            async with NotifyWakeup(self._pool, "notifier_deliveries") as new_deliveries:
+            async with NotifyWakeup(self._pool, self._wakeup_channel) as new_deliveries:
                 while True:
                     self.raise_bug()
                     try:
