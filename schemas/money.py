@@ -38,6 +38,19 @@ def check_currency(code: str) -> str:
     return code
 
 
+def format_amount(amount_minor: int, currency: str) -> str:
+    """Return the amount as people read it, e.g. `12.34 CNY`, `-0.05 USD` or `500 JPY`,
+    with integer arithmetic only; an unknown currency shows its minor units."""
+    exponent = CURRENCY_EXPONENTS.get(currency)
+    if exponent is None:
+        return f"{amount_minor} {currency} (minor units)"
+    sign = "-" if amount_minor < 0 else ""
+    major, minor = divmod(abs(amount_minor), 10**exponent)
+    if exponent == 0:
+        return f"{sign}{major} {currency}"
+    return f"{sign}{major}.{minor:0{exponent}d} {currency}"
+
+
 CurrencyCode = Annotated[
     str,
     Field(min_length=3, max_length=3, json_schema_extra={"enum": sorted(CURRENCY_EXPONENTS)}),

@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Annotated, Any
 
+import asyncpg
 import httpx
 import structlog
 from fastapi import FastAPI, Query, Request, Response
@@ -20,8 +21,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from schemas import Message, Topic
+from schemas.payments import PaymentCreated, PaymentSucceeded
+from schemas.refunds import RefundSucceeded
 from services.common.clock import Clock
-from services.common.consumer import TRANSIENT_ERRORS
+from services.common.consumer import TRANSIENT_ERRORS, Handler
 from services.common.service import ServiceContext, create_service_app
 from services.notifier.delivery import DeliveryDispatcher, refresh_queue_gauges
 from services.notifier.delivery_log import (
@@ -54,12 +58,22 @@ from services.notifier.handlers import (
     rotate_secret,
     update_endpoint,
 )
+from services.notifier.payer_notices import (
+    NoticeEvent,
+    load_sender,
+    queue_payer_notice,
+    remember_payer,
+    run_notice_worker,
+)
 from services.notifier.settings import NotifierSettings
 
 log = structlog.get_logger(__name__)
 
 SERVICE_NAME = "notifier"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+# Notices sent at once by the payer notice worker.
+PAYER_NOTICE_BATCH_SIZE = 32
 
 MerchantId = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -402,19 +416,43 @@ def _queue_gauges(
     return measure_webhook_queue
 
 
+def _event_handlers(
+    settings: NotifierSettings, clock: Clock
+) -> dict[Topic, dict[type[Message], Handler]]:
+    """What the notifier does with each event, by topic: every public event is a webhook
+    (payments and refunds on payments.events, payouts on ledger.events, risk alerts to the
+    ops webhook on risk.decisions); a payment's payer is remembered from PaymentCreated,
+    and PaymentSucceeded and RefundSucceeded also queue a payer notice."""
+    enqueue = functools.partial(
+        enqueue_deliveries,
+        clock=clock,
+        first_attempt_delay_ms=settings.webhook_retry_schedule_ms[0],
+    )
+    queue_notice = functools.partial(
+        queue_payer_notice,
+        clock=clock,
+        first_attempt_delay_ms=settings.payer_notice_retry_schedule_ms[0],
+    )
+
+    async def enqueue_and_notify(connection: asyncpg.Connection, event: NoticeEvent) -> None:
+        await enqueue(connection, event)
+        await queue_notice(connection, event)
+
+    handlers: dict[Topic, dict[type[Message], Handler]] = {}
+    for cls in WEBHOOK_EVENT_TYPES:
+        handlers.setdefault(cls.topic, {})[cls] = enqueue
+    for notice_cls in (PaymentSucceeded, RefundSucceeded):
+        handlers[notice_cls.topic][notice_cls] = enqueue_and_notify
+    handlers[PaymentCreated.topic][PaymentCreated] = remember_payer
+    return handlers
+
+
 def _wiring(settings: NotifierSettings) -> Callable[[ServiceContext], Coroutine[Any, Any, None]]:
     async def wire(context: ServiceContext) -> None:
-        enqueue = functools.partial(
-            enqueue_deliveries,
-            clock=context.clock,
-            first_attempt_delay_ms=settings.webhook_retry_schedule_ms[0],
-        )
-        # Every public event is a webhook (payments and refunds on payments.events, payouts
-        # on ledger.events), and risk alerts go to the ops webhook (risk.decisions).
-        for topic in sorted({cls.topic for cls in WEBHOOK_EVENT_TYPES}):
-            context.consume(
-                topic, {cls: enqueue for cls in WEBHOOK_EVENT_TYPES if cls.topic is topic}
-            )
+        # A sender that cannot be loaded stops the start, before anything is consumed.
+        sender = load_sender(settings.payer_notice_sender)
+        for topic, handlers in sorted(_event_handlers(settings, context.clock).items()):
+            context.consume(topic, handlers)
         if settings.ops_webhook_url:
             await ensure_ops_endpoint(
                 context.pool,
@@ -442,7 +480,19 @@ def _wiring(settings: NotifierSettings) -> Callable[[ServiceContext], Coroutine[
         async def deliver_webhooks() -> None:
             await dispatcher.run()
 
+        async def send_payer_notices() -> None:
+            await run_notice_worker(
+                context.pool,
+                sender,
+                clock=context.clock,
+                schedule=settings.payer_notice_retry_schedule_ms,
+                timeout_ms=settings.payer_notice_timeout_ms,
+                batch_size=PAYER_NOTICE_BATCH_SIZE,
+                poll_interval_ms=settings.payer_notice_poll_interval_ms,
+            )
+
         context.background.append(deliver_webhooks)
+        context.background.append(send_payer_notices)
         context.background.append(_queue_gauges(context, settings))
 
     return wire

@@ -29,6 +29,10 @@ DEFAULT_RETRY_SCHEDULE_MS: tuple[int, ...] = (
     36_000_000,
 )
 
+# Payers hear of their payment within seconds, and a sender's outage is retried for
+# about an hour: a confirmation later than that is no longer worth sending.
+DEFAULT_PAYER_NOTICE_SCHEDULE_MS: tuple[int, ...] = (0, 10_000, 60_000, 600_000, 3_600_000)
+
 
 class NotifierSettings(ServiceSettings):
     http_port: int = Field(
@@ -106,4 +110,36 @@ class NotifierSettings(ServiceSettings):
             "Longest pause of the delivery worker between looks for due deliveries (retries "
             "coming due); newly queued ones and freed slots wake it at once. Default 200."
         ),
+    )
+    payer_notice_sender: str = Field(
+        default="services.notifier.payer_notices:LogNoticeSender",
+        min_length=3,
+        max_length=200,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description=(
+            "Sends payment confirmations and refund notices to payers, as `module:attribute`:"
+            " an object with `async send(notice)`, or a class or factory that makes one. The "
+            "default writes each notice to the log."
+        ),
+    )
+    payer_notice_retry_schedule_ms: list[RetryDelayMs] = Field(
+        default=list(DEFAULT_PAYER_NOTICE_SCHEDULE_MS),
+        min_length=1,
+        max_length=20,
+        description=(
+            "Delay before each attempt to send a payer notice, like the webhook schedule; "
+            "default [0, 10000, 60000, 600000, 3600000]."
+        ),
+    )
+    payer_notice_timeout_ms: int = Field(
+        default=10_000,
+        ge=1,
+        le=60_000,
+        description="Longest one send of a payer notice may take, default 10000.",
+    )
+    payer_notice_poll_interval_ms: int = Field(
+        default=500,
+        ge=10,
+        le=60_000,
+        description="Pause of the payer notice worker between looks for due notices.",
     )

@@ -37,7 +37,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from schemas.common import Channel
-from schemas.money import CURRENCY_EXPONENTS
+from schemas.money import format_amount
 from services.common.clock import Clock
 from services.gateway.channels import alipay_protocol as protocol
 from services.psp_simulator.context import SimulatorContext
@@ -204,17 +204,6 @@ def _replay_protection_problem(fields: dict[str, str], now_s: int) -> str | None
     if abs(now_s - int(fields["timestamp"])) > REQUEST_TIMESTAMP_SKEW_S_MAX:
         return "timestamp is too far from the simulator's clock"
     return None
-
-
-def format_amount(amount_minor: int, currency: str) -> str:
-    """Return e.g. `12.34 CNY` with integer arithmetic; unknown currencies show minor units."""
-    exponent = CURRENCY_EXPONENTS.get(currency)
-    if exponent is None:
-        return f"{amount_minor} {currency} (minor units)"
-    if exponent == 0:
-        return f"{amount_minor} {currency}"
-    major, minor = divmod(amount_minor, 10**exponent)
-    return f"{major}.{minor:0{exponent}d} {currency}"
 
 
 def pay_page(trade: Trade) -> str:

@@ -36,10 +36,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from schemas.common import Channel
+from schemas.money import format_amount
 from services.common.clock import Clock
 from services.common.invariant import invariant
 from services.gateway.channels import wechat_pay_protocol as protocol
-from services.psp_simulator.alipay import format_amount
 from services.psp_simulator.context import SimulatorContext
 from services.psp_simulator.notifier import OutboundNotification, RenderedAttempt
 from services.psp_simulator.settings import PspSimulatorSettings

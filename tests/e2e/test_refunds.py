@@ -1,9 +1,10 @@
 """Refunds over HTTP against the whole platform: partial and full, never more than was
 paid (concurrent requests included), the channel's asynchronous result, failures that can
-be retried, and the ledger and events that follow."""
+be retried, the ledger and events that follow, and the notices the payer gets."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -221,3 +222,44 @@ def test_a_refund_whose_notification_is_lost_is_found_by_querying_the_channel(
     assert settled["channel_refund_id"]
     detail = api.get(f"/v1/payments/{payment['id']}").json()
     assert detail["amount_refunded"] == 450
+
+
+def notifier_log_lines(info: PlatformInfo, event: str) -> list[dict[str, Any]]:
+    assert info.log_dir is not None
+    path = info.log_dir / "notifier.log"
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"{event}"' in line:
+            found.append(json.loads(line))
+    return found
+
+
+def test_the_payer_is_told_of_the_payment_and_the_refund_by_the_default_sender(
+    api: httpx.Client, info: PlatformInfo
+) -> None:
+    payer_id = f"payer-{uuid.uuid4().hex[:8]}"
+    payment = paid_payment(api, 1234, payer={"id": payer_id})
+    refund = api.post(
+        f"/v1/payments/{payment['id']}/refunds", json={"amount": 234, "reason": "damaged"}
+    )
+    assert refund.status_code == 201, refund.text
+    refund_settles(api, refund.json()["id"])
+
+    def notices() -> list[dict[str, Any]] | None:
+        mine = [
+            line
+            for line in notifier_log_lines(info, "payer_notice")
+            if line["payment_id"] == payment["id"]
+        ]
+        return mine if len(mine) >= 2 else None  # a third one would fail below
+
+    told = eventually(notices, what="the payer's notices in the notifier's log")
+    assert {line["payer_id"] for line in told} == {payer_id}
+    assert sorted(line["kind"] for line in told) == ["payment_confirmation", "refund_notice"]
+    by_kind = {line["kind"]: line for line in told}
+    assert by_kind["payment_confirmation"]["text"] == (
+        f"Your payment of 12.34 CNY for order {payment['order_id']} to merchant "
+        f"{payment['merchant_id']} succeeded."
+    )
+    assert by_kind["refund_notice"]["refund_id"] == refund.json()["id"]
+    assert by_kind["refund_notice"]["text"].startswith("2.34 CNY for order ")

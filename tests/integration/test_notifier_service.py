@@ -31,9 +31,7 @@ from schemas.payments import PaymentSucceeded, PaymentSucceededPayload
 from schemas.risk import RiskAlertKind, RiskAlertRaised, RiskAlertRaisedPayload
 from services.common.broker import build_broker
 from services.common.clock import FixedClock
-from services.common.db import apply_migrations, create_pool, load_migrations
 from services.common.infrastructure import free_port
-from services.common.service import RUNTIME_MIGRATIONS
 from services.common.settings import ServiceSettings
 from services.notifier.app import create_app
 from services.notifier.delivery import deliver_due
@@ -177,19 +175,6 @@ async def publisher(settings: ServiceSettings) -> AsyncIterator[KafkaBroker]:
     await broker.connect()
     yield broker
     await broker.stop()
-
-
-@pytest.fixture
-async def notifier_pool(settings: ServiceSettings) -> AsyncIterator[asyncpg.Pool]:
-    """The notifier's schema, migrated, without the rest of the process."""
-    await apply_migrations(
-        settings.database_url,
-        "notifier",
-        load_migrations(RUNTIME_MIGRATIONS, "services.notifier.migrations"),
-    )
-    pool = await create_pool(settings.database_url, "notifier")
-    yield pool
-    await pool.close()
 
 
 async def create_endpoint(

@@ -8,7 +8,6 @@ measure the backlog."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,8 +27,6 @@ from schemas.payments import (
 from schemas.risk import RiskAlertKind, RiskAlertRaised, RiskAlertRaisedPayload
 from schemas.webhooks import WebhookEndpointDisabled
 from services.common.clock import FixedClock
-from services.common.db import apply_migrations, create_pool, load_migrations
-from services.common.service import RUNTIME_MIGRATIONS
 from services.common.settings import ServiceSettings
 from services.notifier import delivery_log
 from services.notifier.delivery import deliver_due, refresh_queue_gauges
@@ -61,15 +58,8 @@ ALLOWED = ["127.0.0.1"]
 
 
 @pytest.fixture
-async def pool(settings: ServiceSettings) -> AsyncIterator[asyncpg.Pool]:
-    await apply_migrations(
-        settings.database_url,
-        "notifier",
-        load_migrations(RUNTIME_MIGRATIONS, "services.notifier.migrations"),
-    )
-    notifier_pool = await create_pool(settings.database_url, "notifier")
-    yield notifier_pool
-    await notifier_pool.close()
+def pool(notifier_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return notifier_pool
 
 
 @pytest.fixture
