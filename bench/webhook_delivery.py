@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 
 from bench.ledger_projection import ledger_logging
 from schemas import new_event
@@ -44,6 +43,7 @@ from services.common.clock import SystemClock
 from services.common.db import apply_migrations, create_pool, load_migrations
 from services.common.service import RUNTIME_MIGRATIONS
 from services.notifier.delivery import DeliveryDispatcher
+from services.notifier.egress import webhook_client
 from services.notifier.handlers import create_endpoint, enqueue_deliveries
 from services.notifier.settings import NotifierSettings
 
@@ -148,10 +148,7 @@ async def _deliver_all(
     count: int,
 ) -> float:
     """Run the worker until `count` deliveries of `merchants` succeeded; seconds taken."""
-    async with httpx.AsyncClient(
-        timeout=settings.webhook_timeout_ms / 1000,
-        limits=httpx.Limits(max_connections=settings.webhook_concurrency_max),
-    ) as http_client:
+    async with webhook_client(settings) as http_client:
         dispatcher = DeliveryDispatcher(pool, http_client, settings, SystemClock(), schema=schema)
         started = time.perf_counter()
         worker = asyncio.create_task(dispatcher.run())

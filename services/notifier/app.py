@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
-import httpx
 import structlog
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -46,6 +45,7 @@ from services.notifier.domain import (
     NotifierError,
     check_subscription,
 )
+from services.notifier.egress import webhook_client
 from services.notifier.handlers import (
     UnknownEndpoint,
     WebhookEndpoint,
@@ -461,19 +461,7 @@ def _wiring(settings: NotifierSettings) -> Callable[[ServiceContext], Coroutine[
                 clock=context.clock,
                 allowed_hosts=frozenset(settings.webhook_allowed_hosts),
             )
-        http_client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.webhook_timeout_ms / 1000),
-            limits=httpx.Limits(
-                max_connections=settings.webhook_concurrency_max,
-                max_keepalive_connections=settings.webhook_concurrency_max,
-            ),
-            # A redirect is an answer, not a delivery: following it could send signed
-            # payloads somewhere the merchant never registered.
-            follow_redirects=False,
-            # Honour HTTP(S)_PROXY so operators can route webhook traffic through an
-            # egress proxy that keeps it away from internal networks.
-            trust_env=True,
-        )
+        http_client = webhook_client(settings)
         context.on_stop.append(http_client.aclose)
         dispatcher = DeliveryDispatcher(context.pool, http_client, settings, context.clock)
 

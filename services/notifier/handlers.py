@@ -120,9 +120,10 @@ async def check_resolved_target(
     (a name pointing at 127.0.0.1 or the metadata service). Raises PrivateTarget, or
     OSError when the name does not resolve.
 
-    The client resolves the name again to connect, so a name that changes its answer
-    between the two (DNS rebinding with a zero TTL) is not fully stopped here; an egress
-    proxy that enforces the same rule (HTTPS_PROXY is honoured) closes that gap.
+    This refuses early, with a clear reason, even when an egress proxy makes the
+    connection. It does not stop a name that changes its answer before the connection
+    (DNS rebinding): the webhook client (services.notifier.egress) connects only to the
+    addresses it checked itself.
     """
     parsed = httpx.URL(url)
     host = parsed.host

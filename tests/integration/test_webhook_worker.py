@@ -8,6 +8,7 @@ measure the backlog."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +40,7 @@ from services.notifier.delivery_log import (
     resend_event,
 )
 from services.notifier.domain import OPS_ENDPOINT_ID
+from services.notifier.egress import webhook_client
 from services.notifier.handlers import (
     CreatedWebhookEndpoint,
     create_endpoint,
@@ -66,6 +68,13 @@ def pool(notifier_pool: asyncpg.Pool) -> asyncpg.Pool:
 def receiver() -> Any:
     with WebhookReceiver() as serving:
         yield serving
+
+
+@pytest.fixture
+async def http_client(notifier_settings: NotifierSettings) -> AsyncIterator[httpx.AsyncClient]:
+    """The client the notifier sends webhooks with (its allow-list lets 127.0.0.1 through)."""
+    async with webhook_client(notifier_settings) as client:
+        yield client
 
 
 @pytest.fixture
