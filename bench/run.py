@@ -13,8 +13,9 @@ DATABASE_URL or an embedded PostgreSQL), then measures:
    through the ledger's live consumer path (inbox + `post_event`, one transaction per
    event) into a scratch schema, next to a raw COPY of the journal rows it produced, and
    their ratio (bench/ledger_projection.py);
-4. the notifier's webhook delivery rate to a local receiver, alone and next to an endpoint
-   that never answers (bench/webhook_delivery.py).
+4. the notifier's webhook delivery rate to a local receiver, alone, next to an endpoint
+   that never answers, and next to 10,000 idle endpoints of other merchants
+   (bench/webhook_delivery.py).
 
 It prints a table and writes JSON to bench/results/. Counts and time are bounded; every
 request targets 127.0.0.1 only.

@@ -13,7 +13,10 @@ deliveries divided by the time from its start until every delivery is recorded s
 The second run adds one endpoint that never answers (each attempt ends at the webhook
 timeout) with HANGING_DELIVERIES queued before the others: it may hold at most
 `webhook_endpoint_concurrency_max` slots, so the healthy endpoints' rate should stay close
-to the first run's. Both figures and their ratio are reported; the schema is dropped.
+to the first run's. The third run registers IDLE_ENDPOINT_COUNT_DEFAULT more endpoints of
+other merchants with nothing to deliver, as a marketplace has: a claim visits only
+endpoints with work waiting, so the rate should stay close to the first run's too. Every
+figure and the ratios are reported; each run's schema is dropped.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ DELIVERY_COUNT_MAX = 100_000
 ENDPOINT_COUNT = 20
 HANGING_DELIVERIES = 200
 HANGING_TIMEOUT_MS = 2_000
+IDLE_ENDPOINT_COUNT_DEFAULT = 10_000
+IDLE_ENDPOINT_COUNT_MAX = 100_000
 ENQUEUE_BATCH = 100
 DEADLINE_S = 600.0
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -172,12 +177,37 @@ async def _deliver_all(
             await asyncio.gather(worker, return_exceptions=True)
 
 
-async def measure_webhook_delivery(database_url: str, deliveries: int) -> dict[str, Any]:
+async def _register_idle_endpoints(pool: asyncpg.Pool, count: int) -> None:
+    """`count` enabled endpoints of other merchants, written in one statement (through
+    `create_endpoint` they would take most of the run) with the columns it sets."""
+    await pool.execute(
+        "INSERT INTO webhook_endpoints (endpoint_id, merchant_id, url, events, secret,"
+        " enabled, created_at)"
+        " SELECT 'we_idle_' || n, 'm_idle_' || n, 'https://hooks.idle.example/' || n,"
+        " ARRAY['*'], 'whsec_idle_' || n, true, now() FROM generate_series(1, $1) AS n",
+        count,
+    )
+
+
+async def measure_webhook_delivery(
+    database_url: str, deliveries: int, idle_endpoints: int = IDLE_ENDPOINT_COUNT_DEFAULT
+) -> dict[str, Any]:
     if not 1 <= deliveries <= DELIVERY_COUNT_MAX:
         raise ValueError(f"deliveries must be between 1 and {DELIVERY_COUNT_MAX}")
-    results: dict[str, Any] = {"deliveries": deliveries, "endpoints": ENDPOINT_COUNT}
+    if not 1 <= idle_endpoints <= IDLE_ENDPOINT_COUNT_MAX:
+        raise ValueError(f"idle_endpoints must be between 1 and {IDLE_ENDPOINT_COUNT_MAX}")
+    results: dict[str, Any] = {
+        "deliveries": deliveries,
+        "endpoints": ENDPOINT_COUNT,
+        "idle_endpoints": idle_endpoints,
+    }
+    scenarios = (
+        ("healthy", False, 0),
+        ("with_hanging_endpoint", True, 0),
+        ("with_idle_endpoints", False, idle_endpoints),
+    )
     with local_receiver() as (base_url, _release):
-        for scenario, hanging in (("healthy", False), ("with_hanging_endpoint", True)):
+        for scenario, hanging, idle in scenarios:
             async with scratch_notifier(database_url) as (pool, schema):
                 settings = NotifierSettings(
                     database_url=database_url,
@@ -205,6 +235,8 @@ async def measure_webhook_delivery(database_url: str, deliveries: int) -> dict[s
                         allowed_hosts=["127.0.0.1"],
                     )
                     await _queue(pool, ["m_bench_hanging"], HANGING_DELIVERIES)
+                if idle:
+                    await _register_idle_endpoints(pool, idle)
                 await _queue(pool, merchants, deliveries)
                 elapsed_s = await _deliver_all(pool, schema, settings, merchants, deliveries)
                 results[scenario] = {
@@ -214,11 +246,10 @@ async def measure_webhook_delivery(database_url: str, deliveries: int) -> dict[s
     results["hanging_endpoint_slots"] = NotifierSettings(
         database_url=database_url
     ).webhook_endpoint_concurrency_max
-    results["ratio_with_hanging_to_healthy"] = round(
-        results["with_hanging_endpoint"]["deliveries_per_s"]
-        / results["healthy"]["deliveries_per_s"],
-        3,
-    )
+    for scenario in ("with_hanging_endpoint", "with_idle_endpoints"):
+        results[f"ratio_{scenario.removeprefix('with_')}_to_healthy"] = round(
+            results[scenario]["deliveries_per_s"] / results["healthy"]["deliveries_per_s"], 3
+        )
     return results
 
 
@@ -233,17 +264,24 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, object]]:
             f"  same, next to a hanging endpoint (holds {slots} slots)",
             results["with_hanging_endpoint"]["deliveries_per_s"],
         ),
+        (
+            f"  same, next to {results['idle_endpoints']:,} idle endpoints of other merchants",
+            results["with_idle_endpoints"]["deliveries_per_s"],
+        ),
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--deliveries", type=int, default=DELIVERY_COUNT_DEFAULT)
+    parser.add_argument("--idle-endpoints", type=int, default=IDLE_ENDPOINT_COUNT_DEFAULT)
     arguments = parser.parse_args()
     database_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
     log_path = Path(tempfile.mkdtemp(prefix="payrail-bench-")) / "webhook_delivery.log"
     with ledger_logging(log_path, service="notifier"):
-        results = asyncio.run(measure_webhook_delivery(database_url, arguments.deliveries))
+        results = asyncio.run(
+            measure_webhook_delivery(database_url, arguments.deliveries, arguments.idle_endpoints)
+        )
     print(json.dumps(results, indent=2))
     print(f"log: {log_path}")
 

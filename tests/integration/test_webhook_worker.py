@@ -8,6 +8,7 @@ measure the backlog."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +31,12 @@ from schemas.webhooks import WebhookEndpointDisabled
 from services.common.clock import FixedClock
 from services.common.settings import ServiceSettings
 from services.notifier import delivery_log
-from services.notifier.delivery import deliver_due, refresh_queue_gauges
+from services.notifier.delivery import (
+    ClaimedDelivery,
+    claim_due,
+    deliver_due,
+    refresh_queue_gauges,
+)
 from services.notifier.delivery_log import (
     EndpointDisabled,
     NoSubscribedEndpoint,
@@ -312,6 +318,83 @@ async def test_a_success_ends_a_run_of_failures_and_the_ops_endpoint_is_never_di
     assert ops["failing_since"] is not None
     assert len(receiver.received("/ops-down")) >= 3
     assert all(r.verified for r in receiver.received("/ops-down"))
+
+
+async def test_a_claim_takes_each_endpoints_share_of_due_work_and_passes_over_the_rest(
+    pool: asyncpg.Pool, receiver: WebhookReceiver, notifier_settings: NotifierSettings
+) -> None:
+    share = notifier_settings.webhook_endpoint_concurrency_max
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    clock = FixedClock(start)
+    merchants = {name: f"m_{name}_{uuid.uuid4().hex[:8]}" for name in ("backlog", "one", "later")}
+    merchants |= {name: f"m_{name}_{uuid.uuid4().hex[:8]}" for name in ("off", "busy")}
+    endpoints = {
+        name: (await register(pool, receiver, merchant, Route(), clock)).endpoint.endpoint_id
+        for name, merchant in merchants.items()
+    }
+    # The backlog, due first, goes to the endpoint whose id sorts after the other's, so a
+    # claim that took endpoints in id order rather than by due time would show.
+    if endpoints["backlog"] < endpoints["one"]:
+        for roles in (merchants, endpoints):
+            roles["backlog"], roles["one"] = roles["one"], roles["backlog"]
+    for index in range(40):  # endpoints of other merchants with nothing to deliver
+        await register(pool, receiver, f"m_idle_{index}_{uuid.uuid4().hex[:6]}", Route(), clock)
+
+    # One endpoint's backlog is due first, one second later each of the others'.
+    for _ in range(share * 3):
+        await consume(pool, payment_event(merchants["backlog"], clock.now()), clock)
+        clock.advance(timedelta(milliseconds=10))
+    clock.advance(timedelta(seconds=1))
+    for name in ("one", "off", "busy"):
+        await consume(pool, payment_event(merchants[name], clock.now()), clock)
+    async with pool.acquire() as connection, connection.transaction():
+        await enqueue_deliveries(  # due in an hour: not yet
+            connection,
+            payment_event(merchants["later"], clock.now()),
+            clock=clock,
+            first_attempt_delay_ms=3_600_000,
+        )
+    await update_endpoint(
+        pool,
+        endpoint_id=endpoints["off"],
+        merchant_id=merchants["off"],
+        url=None,
+        events=None,
+        enabled=False,
+        clock=clock,
+        allowed_hosts=ALLOWED,
+    )
+
+    backlog_oldest_first = [
+        d.delivery_id
+        for d in reversed(await list_deliveries(pool, merchant_id=merchants["backlog"]))
+    ]
+    now = datetime.now(UTC)
+    busy = {endpoints["busy"]: share}
+
+    async def claim(limit: int, in_flight: dict[str, int]) -> list[ClaimedDelivery]:
+        return await claim_due(pool, now, notifier_settings, limit=limit, in_flight=in_flight)
+
+    # Oldest due first across endpoints: the backlog's first `share` fill a claim of that many.
+    first = await claim(share, busy)
+    assert sorted(d.delivery_id for d in first) == sorted(backlog_oldest_first[:share])
+    # A claim takes at most an endpoint's share and passes over the disabled endpoint, the
+    # one due later and the one whose slots are all busy; what was claimed is leased.
+    second = await claim(100, busy)
+    assert Counter(d.endpoint_id for d in second) == {
+        endpoints["backlog"]: share,
+        endpoints["one"]: 1,
+    }
+    assert {d.delivery_id for d in second if d.endpoint_id == endpoints["backlog"]} == set(
+        backlog_oldest_first[share : 2 * share]
+    )
+    # Once its slots free, the busy endpoint's turn comes.
+    third = await claim(100, {})
+    assert Counter(d.endpoint_id for d in third) == {
+        endpoints["backlog"]: share,
+        endpoints["busy"]: 1,
+    }
+    assert await claim(100, {}) == []
 
 
 async def test_deleting_an_endpoint_fails_its_pending_deliveries(
