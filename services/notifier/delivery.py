@@ -10,7 +10,7 @@ import contextlib
 import functools
 import time
 import uuid
-from collections.abc import AsyncGenerator, Collection, Mapping
+from collections.abc import AsyncGenerator, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -54,6 +54,8 @@ RESPONSE_READ_BYTES_MAX = 4 * RESPONSE_EXCERPT_LENGTH_MAX
 # Time a claimed delivery stays leased beyond its attempt's timeout, so recording the
 # attempt (bounded by the database command timeout) finishes well inside the lease.
 LEASE_MARGIN_MS = 60_000
+# At a graceful stop, attempts in flight get their timeout and this long to be recorded.
+STOP_MARGIN_S = 2.0
 # After a claim that failed on the database, wait at least this long before the next one
 # so an outage is not hammered every poll interval.
 WORKER_ERROR_PAUSE_MS = 1_000
@@ -132,22 +134,20 @@ def lease_ms(settings: NotifierSettings) -> int:
 
 
 async def claim_due(
-    pool: asyncpg.Pool,
-    now: datetime,
-    settings: NotifierSettings,
-    *,
-    limit: int,
-    in_flight: Mapping[str, int],
+    pool: asyncpg.Pool, now: datetime, settings: NotifierSettings, *, limit: int
 ) -> list[ClaimedDelivery]:
     """Lease up to `limit` due deliveries, oldest due first, at most
-    `webhook_endpoint_concurrency_max` per endpoint counting the `in_flight` ones.
+    `webhook_endpoint_concurrency_max` in flight per endpoint, counted across every
+    notifier process by the leases held in the database.
 
     Due deliveries are taken endpoint by endpoint (an index probe each), so one endpoint's
     backlog cannot hide another endpoint's due deliveries. Only endpoints that have pending
     deliveries are visited, found by a skip scan of the (endpoint_id, next_attempt_at)
     index: a claim costs a probe per endpoint with work waiting, however many merchants
-    have endpoints. One statement is one short transaction, and SKIP LOCKED lets several
-    workers claim disjoint sets.
+    have endpoints. An endpoint being claimed by another worker (its row locked) is passed
+    over this time, so two workers cannot both fill its free slots; a delivery's lease
+    pushes `next_attempt_at` forward too, so one whose worker died is retried when the lease
+    ends. One statement is one short transaction that never waits for a lock.
     """
     rows = await pool.fetch(
         "WITH RECURSIVE pending_endpoint(endpoint_id) AS ("
@@ -158,12 +158,14 @@ async def claim_due(
         "   AND delivery.endpoint_id > pending_endpoint.endpoint_id)"
         "  FROM pending_endpoint WHERE pending_endpoint.endpoint_id IS NOT NULL"
         "), capacity AS ("
-        "  SELECT endpoint.endpoint_id, $4::int - coalesce(busy.in_flight, 0) AS free"
+        "  SELECT endpoint.endpoint_id, $4::int - ("
+        "   SELECT count(*)::int FROM webhook_deliveries AS leased"
+        "   WHERE leased.endpoint_id = endpoint.endpoint_id AND leased.status = 'pending'"
+        "   AND leased.leased_until > $1) AS free"
         "  FROM pending_endpoint JOIN webhook_endpoints AS endpoint"
         "   ON endpoint.endpoint_id = pending_endpoint.endpoint_id"
-        "  LEFT JOIN unnest($5::text[], $6::int[]) AS busy(endpoint_id, in_flight)"
-        "   ON busy.endpoint_id = endpoint.endpoint_id"
-        "  WHERE endpoint.enabled AND coalesce(busy.in_flight, 0) < $4::int"
+        "  WHERE endpoint.enabled"
+        "  FOR NO KEY UPDATE OF endpoint SKIP LOCKED"
         "), due AS ("
         "  SELECT picked.delivery_id FROM capacity CROSS JOIN LATERAL ("
         "   SELECT delivery_id, next_attempt_at FROM webhook_deliveries"
@@ -171,7 +173,7 @@ async def claim_due(
         "   AND next_attempt_at <= $1 ORDER BY endpoint_id, next_attempt_at"
         "   LIMIT greatest(capacity.free, 0) FOR UPDATE SKIP LOCKED"
         "  ) AS picked ORDER BY picked.next_attempt_at LIMIT $2"
-        ") UPDATE webhook_deliveries AS delivery SET next_attempt_at = $3"
+        ") UPDATE webhook_deliveries AS delivery SET next_attempt_at = $3, leased_until = $3"
         " FROM due, webhook_endpoints AS endpoint"
         " WHERE delivery.delivery_id = due.delivery_id"
         " AND endpoint.endpoint_id = delivery.endpoint_id"
@@ -183,8 +185,6 @@ async def claim_due(
         limit,
         now + timedelta(milliseconds=lease_ms(settings)),
         settings.webhook_endpoint_concurrency_max,
-        list(in_flight),
-        list(in_flight.values()),
     )
     return [
         ClaimedDelivery(
@@ -305,7 +305,7 @@ async def _record_attempt(
         # sending: another worker then owns the delivery and this result is dropped.
         updated = await connection.fetchval(
             "UPDATE webhook_deliveries SET status = $2, attempt_count = $3,"
-            " next_attempt_at = $4, delivered_at = $5"
+            " next_attempt_at = $4, delivered_at = $5, leased_until = NULL"
             " WHERE delivery_id = $1 AND status = 'pending' AND attempt_count = $6"
             " RETURNING true",
             delivery.delivery_id,
@@ -433,8 +433,9 @@ async def _attempt(
 
 class DeliveryDispatcher:
     """Keeps up to `webhook_concurrency_max` attempts in flight, at most
-    `webhook_endpoint_concurrency_max` per endpoint, and claims more as soon as a slot
-    frees: a slow endpoint occupies its own slots only, never the others' turn.
+    `webhook_endpoint_concurrency_max` per endpoint (counted across processes, see
+    `claim_due`), and claims more as soon as a slot frees: a slow endpoint occupies its own
+    slots only, never the others' turn.
 
     A database error while recording one attempt is logged, and that delivery is retried
     when its lease runs out; any other error in an attempt is a bug and is raised by `run`.
@@ -454,7 +455,6 @@ class DeliveryDispatcher:
         self._http_client = http_client
         self._settings = settings
         self._clock = clock
-        self._in_flight: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         self._bugs: list[BaseException] = []
@@ -469,11 +469,8 @@ class DeliveryDispatcher:
         free = self._settings.webhook_concurrency_max - len(self._tasks)
         if free <= 0:
             return 0
-        claimed = await claim_due(
-            self._pool, self._clock.now(), self._settings, limit=free, in_flight=self._in_flight
-        )
+        claimed = await claim_due(self._pool, self._clock.now(), self._settings, limit=free)
         for delivery in claimed:
-            self._in_flight[delivery.endpoint_id] = self._in_flight.get(delivery.endpoint_id, 0) + 1
             task = asyncio.create_task(
                 _attempt(self._pool, self._http_client, delivery, self._settings, self._clock)
             )
@@ -483,11 +480,6 @@ class DeliveryDispatcher:
 
     def _finished(self, delivery: ClaimedDelivery, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        remaining = self._in_flight[delivery.endpoint_id] - 1
-        if remaining:
-            self._in_flight[delivery.endpoint_id] = remaining
-        else:
-            del self._in_flight[delivery.endpoint_id]
         self._slot_freed.set()
         if task.cancelled():
             return
@@ -527,8 +519,10 @@ class DeliveryDispatcher:
         self._slot_freed.clear()
 
     async def run(self) -> None:
-        """Deliver for the life of the process; cancelled at shutdown, when attempts in
-        flight are abandoned to their leases."""
+        """Deliver for the life of the process. Cancelled at shutdown, it claims no more
+        and gives the attempts in flight their timeout to finish and be recorded, so a
+        graceful stop neither repeats them nor leaves their leases holding the endpoints'
+        slots; what is still running then is abandoned to its lease."""
         settings = self._settings
         try:
             async with NotifyWakeup(self._pool, self._wakeup_channel) as new_deliveries:
@@ -549,6 +543,10 @@ class DeliveryDispatcher:
                         new_deliveries, settings.delivery_poll_interval_ms / 1000
                     )
         finally:
+            if self._tasks:
+                await asyncio.wait(
+                    set(self._tasks), timeout=settings.webhook_timeout_ms / 1000 + STOP_MARGIN_S
+                )
             for task in set(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -82,8 +82,9 @@ class NotifierSettings(ServiceSettings):
         ge=1,
         le=64,
         description=(
-            "Delivery attempts in flight at once to one endpoint, default 4: a slow or dead "
-            "endpoint holds at most this many of the slots, never the other endpoints' turn."
+            "Delivery attempts in flight at once to one endpoint, counted across every "
+            "notifier process, default 4: a slow or dead endpoint holds at most this many "
+            "of the slots, never the other endpoints' turn."
         ),
     )
     webhook_disable_after_ms: int = Field(

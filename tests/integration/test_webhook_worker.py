@@ -7,6 +7,8 @@ measure the backlog."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -33,8 +35,10 @@ from services.common.settings import ServiceSettings
 from services.notifier import delivery_log
 from services.notifier.delivery import (
     ClaimedDelivery,
+    DeliveryDispatcher,
     claim_due,
     deliver_due,
+    lease_ms,
     refresh_queue_gauges,
 )
 from services.notifier.delivery_log import (
@@ -56,6 +60,7 @@ from services.notifier.handlers import (
     update_endpoint,
 )
 from services.notifier.settings import NotifierSettings
+from tests.support.polling import wait_until
 from tests.support.webhook_receiver import Route, WebhookReceiver
 
 pytestmark = pytest.mark.integration
@@ -324,10 +329,9 @@ async def test_a_claim_takes_each_endpoints_share_of_due_work_and_passes_over_th
     pool: asyncpg.Pool, receiver: WebhookReceiver, notifier_settings: NotifierSettings
 ) -> None:
     share = notifier_settings.webhook_endpoint_concurrency_max
-    start = datetime.now(UTC) - timedelta(minutes=10)
-    clock = FixedClock(start)
-    merchants = {name: f"m_{name}_{uuid.uuid4().hex[:8]}" for name in ("backlog", "one", "later")}
-    merchants |= {name: f"m_{name}_{uuid.uuid4().hex[:8]}" for name in ("off", "busy")}
+    clock = FixedClock(datetime.now(UTC) - timedelta(minutes=10))
+    merchants = {name: f"m_{name}_{uuid.uuid4().hex[:8]}" for name in ("backlog", "one")}
+    merchants |= {name: f"m_{name}_{uuid.uuid4().hex[:8]}" for name in ("later", "off")}
     endpoints = {
         name: (await register(pool, receiver, merchant, Route(), clock)).endpoint.endpoint_id
         for name, merchant in merchants.items()
@@ -340,12 +344,12 @@ async def test_a_claim_takes_each_endpoints_share_of_due_work_and_passes_over_th
     for index in range(40):  # endpoints of other merchants with nothing to deliver
         await register(pool, receiver, f"m_idle_{index}_{uuid.uuid4().hex[:6]}", Route(), clock)
 
-    # One endpoint's backlog is due first, one second later each of the others'.
+    # One endpoint's backlog is due first, one second later the others'.
     for _ in range(share * 3):
         await consume(pool, payment_event(merchants["backlog"], clock.now()), clock)
         clock.advance(timedelta(milliseconds=10))
     clock.advance(timedelta(seconds=1))
-    for name in ("one", "off", "busy"):
+    for name in ("one", "off"):
         await consume(pool, payment_event(merchants[name], clock.now()), clock)
     async with pool.acquire() as connection, connection.transaction():
         await enqueue_deliveries(  # due in an hour: not yet
@@ -364,37 +368,126 @@ async def test_a_claim_takes_each_endpoints_share_of_due_work_and_passes_over_th
         clock=clock,
         allowed_hosts=ALLOWED,
     )
-
     backlog_oldest_first = [
         d.delivery_id
         for d in reversed(await list_deliveries(pool, merchant_id=merchants["backlog"]))
     ]
     now = datetime.now(UTC)
-    busy = {endpoints["busy"]: share}
 
-    async def claim(limit: int, in_flight: dict[str, int]) -> list[ClaimedDelivery]:
-        return await claim_due(pool, now, notifier_settings, limit=limit, in_flight=in_flight)
+    async def claim(limit: int, at: datetime = now) -> list[ClaimedDelivery]:
+        return await claim_due(pool, at, notifier_settings, limit=limit)
 
     # Oldest due first across endpoints: the backlog's first `share` fill a claim of that many.
-    first = await claim(share, busy)
+    first = await claim(share)
     assert sorted(d.delivery_id for d in first) == sorted(backlog_oldest_first[:share])
-    # A claim takes at most an endpoint's share and passes over the disabled endpoint, the
-    # one due later and the one whose slots are all busy; what was claimed is leased.
-    second = await claim(100, busy)
-    assert Counter(d.endpoint_id for d in second) == {
+    # Those leases fill the backlog's slots, for any worker: the next claim takes only the
+    # other due endpoint's delivery, passing over the disabled endpoint and the one due later.
+    assert Counter(d.endpoint_id for d in await claim(100)) == {endpoints["one"]: 1}
+    assert await claim(100) == []
+    # When the leases end (their workers died) the slots free, the oldest due go first.
+    after_leases = now + timedelta(milliseconds=lease_ms(notifier_settings) + 1)
+    fourth = await claim(100, after_leases)
+    assert Counter(d.endpoint_id for d in fourth) == {
         endpoints["backlog"]: share,
         endpoints["one"]: 1,
     }
-    assert {d.delivery_id for d in second if d.endpoint_id == endpoints["backlog"]} == set(
+    assert {d.delivery_id for d in fourth if d.endpoint_id == endpoints["backlog"]} == set(
         backlog_oldest_first[share : 2 * share]
     )
-    # Once its slots free, the busy endpoint's turn comes.
-    third = await claim(100, {})
-    assert Counter(d.endpoint_id for d in third) == {
-        endpoints["backlog"]: share,
-        endpoints["busy"]: 1,
-    }
-    assert await claim(100, {}) == []
+
+
+async def test_a_claim_passes_over_an_endpoint_another_worker_is_claiming(
+    pool: asyncpg.Pool, receiver: WebhookReceiver, notifier_settings: NotifierSettings
+) -> None:
+    share = notifier_settings.webhook_endpoint_concurrency_max
+    clock = FixedClock(datetime.now(UTC))
+    merchant = f"m_{uuid.uuid4().hex[:8]}"
+    endpoint_id = (await register(pool, receiver, merchant, Route(), clock)).endpoint.endpoint_id
+    for _ in range(share * 2):
+        await consume(pool, payment_event(merchant, clock.now()), clock)
+
+    # Another worker's claim holds the endpoint's row while it counts and takes its free
+    # slots. Were this claim to take slots too, both would fill the same free slots.
+    async with pool.acquire() as other, other.transaction():
+        await other.execute(
+            "SELECT 1 FROM webhook_endpoints WHERE endpoint_id = $1 FOR NO KEY UPDATE",
+            endpoint_id,
+        )
+        passed_over = await asyncio.wait_for(
+            claim_due(pool, clock.now(), notifier_settings, limit=100), timeout=5
+        )
+    assert passed_over == []  # and it did not wait for the other claim
+    assert len(await claim_due(pool, clock.now(), notifier_settings, limit=100)) == share
+
+
+async def test_two_workers_keep_an_endpoint_to_its_share_of_attempts_in_flight(
+    pool: asyncpg.Pool,
+    receiver: WebhookReceiver,
+    notifier_settings: NotifierSettings,
+    http_client: httpx.AsyncClient,
+) -> None:
+    share = notifier_settings.webhook_endpoint_concurrency_max
+    clock = FixedClock(datetime.now(UTC))
+    merchant = f"m_{uuid.uuid4().hex[:8]}"
+    release = threading.Event()
+    endpoint = await register(pool, receiver, merchant, Route(hold=release), clock)
+    for _ in range(share * 2 + 1):
+        await consume(pool, payment_event(merchant, clock.now()), clock)
+    # Two dispatchers on one database: two notifier processes, as far as it can tell.
+    first = DeliveryDispatcher(pool, http_client, notifier_settings, clock)
+    second = DeliveryDispatcher(pool, http_client, notifier_settings, clock)
+    try:
+        assert await first.fill() == share
+        assert await second.fill() == 0  # the endpoint's slots are all taken
+        await wait_until(
+            lambda: receiver.arrived(path_of(endpoint)) == share,
+            timeout_s=10,
+            what="the first share of attempts to arrive",
+        )
+    finally:
+        release.set()
+    await first.drain()
+    assert await second.fill() == share  # recorded attempts free their slots
+    await second.drain()
+    assert await first.fill() == 1
+    await first.drain()
+
+    assert receiver.in_flight_max(path_of(endpoint)) == share
+    deliveries = await list_deliveries(pool, merchant_id=merchant)
+    assert [d.status for d in deliveries] == ["succeeded"] * (share * 2 + 1)
+    assert all(r.verified for r in receiver.received(path_of(endpoint)))
+
+
+async def test_a_graceful_stop_lets_the_attempts_in_flight_finish_and_be_recorded(
+    pool: asyncpg.Pool,
+    receiver: WebhookReceiver,
+    notifier_settings: NotifierSettings,
+    http_client: httpx.AsyncClient,
+) -> None:
+    clock = FixedClock(datetime.now(UTC))
+    merchant = f"m_{uuid.uuid4().hex[:8]}"
+    release = threading.Event()
+    endpoint = await register(pool, receiver, merchant, Route(hold=release), clock)
+    await consume(pool, payment_event(merchant, clock.now()), clock)
+    worker = asyncio.create_task(
+        DeliveryDispatcher(pool, http_client, notifier_settings, clock).run()
+    )
+    await wait_until(
+        lambda: receiver.arrived(path_of(endpoint)) == 1,
+        timeout_s=10,
+        what="the attempt to reach the receiver",
+    )
+    worker.cancel()  # the stop comes while the receiver is still answering
+    asyncio.get_running_loop().call_later(0.2, release.set)
+    await asyncio.gather(worker, return_exceptions=True)
+
+    (delivery,) = await list_deliveries(pool, merchant_id=merchant)
+    assert (delivery.status, [a.status_code for a in delivery.attempts]) == ("succeeded", [200])
+    leased = await pool.fetchval(
+        "SELECT leased_until FROM webhook_deliveries WHERE delivery_id = $1",
+        delivery.delivery_id,
+    )
+    assert leased is None
 
 
 async def test_deleting_an_endpoint_fails_its_pending_deliveries(
