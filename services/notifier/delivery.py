@@ -133,6 +133,12 @@ def lease_ms(settings: NotifierSettings) -> int:
     return settings.webhook_timeout_ms + LEASE_MARGIN_MS
 
 
+# Claims take a transaction-scoped advisory lock per endpoint, in this class (one per
+# schema, so the scratch schemas of tests and benchmarks do not meet), keyed by a hash of
+# the endpoint id; a rare collision only makes a claim pass an endpoint over once.
+CLAIM_LOCK_CLASS_SQL = "hashtext(current_schema() || '.webhook_claim')"
+
+
 async def claim_due(
     pool: asyncpg.Pool, now: datetime, settings: NotifierSettings, *, limit: int
 ) -> list[ClaimedDelivery]:
@@ -144,48 +150,64 @@ async def claim_due(
     backlog cannot hide another endpoint's due deliveries. Only endpoints that have pending
     deliveries are visited, found by a skip scan of the (endpoint_id, next_attempt_at)
     index: a claim costs a probe per endpoint with work waiting, however many merchants
-    have endpoints. An endpoint being claimed by another worker (its row locked) is passed
-    over this time, so two workers cannot both fill its free slots; a delivery's lease
-    pushes `next_attempt_at` forward too, so one whose worker died is retried when the lease
-    ends. One statement is one short transaction that never waits for a lock.
+    have endpoints. A lease also pushes `next_attempt_at` forward, so a delivery whose
+    worker died is retried when the lease ends.
+
+    One short transaction of two statements, neither waiting for a lock. The first takes
+    each endpoint's claim lock, passing over endpoints another worker is claiming; the
+    second, with a snapshot taken after those locks, counts the endpoints' live leases
+    and takes their free slots, so two workers never fill the same free slots. Neither
+    lock conflicts with the consumer queueing deliveries or an attempt being recorded.
     """
-    rows = await pool.fetch(
-        "WITH RECURSIVE pending_endpoint(endpoint_id) AS ("
-        "  SELECT min(endpoint_id) FROM webhook_deliveries WHERE status = 'pending'"
-        "  UNION ALL"
-        "  SELECT (SELECT min(delivery.endpoint_id) FROM webhook_deliveries AS delivery"
-        "   WHERE delivery.status = 'pending'"
-        "   AND delivery.endpoint_id > pending_endpoint.endpoint_id)"
-        "  FROM pending_endpoint WHERE pending_endpoint.endpoint_id IS NOT NULL"
-        "), capacity AS ("
-        "  SELECT endpoint.endpoint_id, $4::int - ("
-        "   SELECT count(*)::int FROM webhook_deliveries AS leased"
-        "   WHERE leased.endpoint_id = endpoint.endpoint_id AND leased.status = 'pending'"
-        "   AND leased.leased_until > $1) AS free"
-        "  FROM pending_endpoint JOIN webhook_endpoints AS endpoint"
-        "   ON endpoint.endpoint_id = pending_endpoint.endpoint_id"
-        "  WHERE endpoint.enabled"
-        "  FOR NO KEY UPDATE OF endpoint SKIP LOCKED"
-        "), due AS ("
-        "  SELECT picked.delivery_id FROM capacity CROSS JOIN LATERAL ("
-        "   SELECT delivery_id, next_attempt_at FROM webhook_deliveries"
-        "   WHERE endpoint_id = capacity.endpoint_id AND status = 'pending'"
-        "   AND next_attempt_at <= $1 ORDER BY endpoint_id, next_attempt_at"
-        "   LIMIT greatest(capacity.free, 0) FOR UPDATE SKIP LOCKED"
-        "  ) AS picked ORDER BY picked.next_attempt_at LIMIT $2"
-        ") UPDATE webhook_deliveries AS delivery SET next_attempt_at = $3, leased_until = $3"
-        " FROM due, webhook_endpoints AS endpoint"
-        " WHERE delivery.delivery_id = due.delivery_id"
-        " AND endpoint.endpoint_id = delivery.endpoint_id"
-        " RETURNING delivery.delivery_id, delivery.endpoint_id, delivery.event_id,"
-        " delivery.attempt_count, delivery.body, endpoint.url, endpoint.secret,"
-        " CASE WHEN endpoint.previous_secret_expires_at > $1 THEN endpoint.previous_secret"
-        " END AS previous_secret",
-        now,
-        limit,
-        now + timedelta(milliseconds=lease_ms(settings)),
-        settings.webhook_endpoint_concurrency_max,
-    )
+    async with pool.acquire() as connection, connection.transaction():
+        endpoint_ids = await connection.fetchval(
+            "WITH RECURSIVE pending_endpoint(endpoint_id) AS ("
+            "  SELECT min(endpoint_id) FROM webhook_deliveries WHERE status = 'pending'"
+            "  UNION ALL"
+            "  SELECT (SELECT min(delivery.endpoint_id) FROM webhook_deliveries AS delivery"
+            "   WHERE delivery.status = 'pending'"
+            "   AND delivery.endpoint_id > pending_endpoint.endpoint_id)"
+            "  FROM pending_endpoint WHERE pending_endpoint.endpoint_id IS NOT NULL"
+            "), enabled AS MATERIALIZED ("
+            "  SELECT endpoint.endpoint_id FROM pending_endpoint JOIN webhook_endpoints"
+            "   AS endpoint ON endpoint.endpoint_id = pending_endpoint.endpoint_id"
+            "  WHERE endpoint.enabled"
+            ") SELECT coalesce(array_agg(endpoint_id), '{}') FROM enabled"
+            f" WHERE pg_try_advisory_xact_lock({CLAIM_LOCK_CLASS_SQL}, hashtext(endpoint_id))"
+        )
+        if not endpoint_ids:
+            return []
+        rows = await connection.fetch(
+            "WITH capacity AS ("
+            "  SELECT candidate.endpoint_id, $4::int - ("
+            "   SELECT count(*)::int FROM webhook_deliveries AS leased"
+            "   WHERE leased.endpoint_id = candidate.endpoint_id AND leased.status = 'pending'"
+            "   AND leased.leased_until > $1) AS free"
+            "  FROM unnest($5::text[]) AS candidate(endpoint_id)"
+            "  JOIN webhook_endpoints AS endpoint ON endpoint.endpoint_id = candidate.endpoint_id"
+            "  WHERE endpoint.enabled"  # it may have been disabled since the first statement
+            "), due AS ("
+            "  SELECT picked.delivery_id FROM capacity CROSS JOIN LATERAL ("
+            "   SELECT delivery_id, next_attempt_at FROM webhook_deliveries"
+            "   WHERE endpoint_id = capacity.endpoint_id AND status = 'pending'"
+            "   AND next_attempt_at <= $1 ORDER BY endpoint_id, next_attempt_at"
+            "   LIMIT greatest(capacity.free, 0) FOR UPDATE SKIP LOCKED"
+            "  ) AS picked ORDER BY picked.next_attempt_at LIMIT $2"
+            ") UPDATE webhook_deliveries AS delivery"
+            " SET next_attempt_at = $3, leased_until = $3"
+            " FROM due, webhook_endpoints AS endpoint"
+            " WHERE delivery.delivery_id = due.delivery_id"
+            " AND endpoint.endpoint_id = delivery.endpoint_id"
+            " RETURNING delivery.delivery_id, delivery.endpoint_id, delivery.event_id,"
+            " delivery.attempt_count, delivery.body, endpoint.url, endpoint.secret,"
+            " CASE WHEN endpoint.previous_secret_expires_at > $1"
+            " THEN endpoint.previous_secret END AS previous_secret",
+            now,
+            limit,
+            now + timedelta(milliseconds=lease_ms(settings)),
+            settings.webhook_endpoint_concurrency_max,
+            endpoint_ids,
+        )
     return [
         ClaimedDelivery(
             delivery_id=row["delivery_id"],

@@ -34,6 +34,7 @@ from services.common.clock import FixedClock
 from services.common.settings import ServiceSettings
 from services.notifier import delivery_log
 from services.notifier.delivery import (
+    CLAIM_LOCK_CLASS_SQL,
     ClaimedDelivery,
     DeliveryDispatcher,
     claim_due,
@@ -396,7 +397,7 @@ async def test_a_claim_takes_each_endpoints_share_of_due_work_and_passes_over_th
     )
 
 
-async def test_a_claim_passes_over_an_endpoint_another_worker_is_claiming(
+async def test_a_claim_passes_over_an_endpoint_another_claim_holds_and_only_that(
     pool: asyncpg.Pool, receiver: WebhookReceiver, notifier_settings: NotifierSettings
 ) -> None:
     share = notifier_settings.webhook_endpoint_concurrency_max
@@ -406,18 +407,29 @@ async def test_a_claim_passes_over_an_endpoint_another_worker_is_claiming(
     for _ in range(share * 2):
         await consume(pool, payment_event(merchant, clock.now()), clock)
 
-    # Another worker's claim holds the endpoint's row while it counts and takes its free
-    # slots. Were this claim to take slots too, both would fill the same free slots.
+    # Another worker's claim holds the endpoint's claim lock while it counts and takes its
+    # free slots. Were this claim to take slots too, both would fill the same free slots.
     async with pool.acquire() as other, other.transaction():
         await other.execute(
-            "SELECT 1 FROM webhook_endpoints WHERE endpoint_id = $1 FOR NO KEY UPDATE",
-            endpoint_id,
+            f"SELECT pg_advisory_xact_lock({CLAIM_LOCK_CLASS_SQL}, hashtext($1))", endpoint_id
         )
         passed_over = await asyncio.wait_for(
             claim_due(pool, clock.now(), notifier_settings, limit=100), timeout=5
         )
     assert passed_over == []  # and it did not wait for the other claim
     assert len(await claim_due(pool, clock.now(), notifier_settings, limit=100)) == share
+
+    # The consumer queueing deliveries and an attempt being recorded lock the endpoint's
+    # row; a claim neither waits for that nor passes the endpoint over.
+    after_leases = clock.now() + timedelta(milliseconds=lease_ms(notifier_settings) + 1)
+    async with pool.acquire() as other, other.transaction():
+        await other.execute(
+            "SELECT 1 FROM webhook_endpoints WHERE endpoint_id = $1 FOR UPDATE", endpoint_id
+        )
+        claimed = await asyncio.wait_for(
+            claim_due(pool, after_leases, notifier_settings, limit=100), timeout=5
+        )
+    assert len(claimed) == share
 
 
 async def test_two_workers_keep_an_endpoint_to_its_share_of_attempts_in_flight(
