@@ -10,7 +10,7 @@ import contextlib
 import functools
 import time
 import uuid
-from collections.abc import AsyncGenerator, Collection
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -40,7 +40,6 @@ from services.notifier.domain import (
     should_disable,
     truncate,
 )
-from services.notifier.handlers import check_resolved_target
 from services.notifier.settings import NotifierSettings
 from services.notifier.signature import signature_header
 
@@ -243,12 +242,11 @@ async def send_webhook(
     *,
     timeout_ms: int,
     clock: Clock,
-    allowed_hosts: Collection[str] = (),
 ) -> AttemptResult:
     """POST the delivery's stored body once, signed now. Never raises for network errors.
 
-    The target is resolved and checked first: an attempt to a host that resolves to a
-    non-public address (and is not on `allowed_hosts`) fails without sending anything.
+    `http_client` is the notifier's webhook client (services.notifier.egress): an attempt
+    to a host that is, or resolves to, a non-public address fails without sending.
     """
     attempted_at = clock.now()
     body = delivery.body.encode("utf-8")
@@ -271,7 +269,6 @@ async def send_webhook(
     try:
         # One deadline for the whole attempt: httpx's own timeouts apply per operation.
         async with asyncio.timeout(timeout_ms / 1000):
-            await check_resolved_target(delivery.url, allowed_hosts)
             async with http_client.stream(
                 "POST", delivery.url, content=body, headers=headers
             ) as response:
@@ -448,7 +445,6 @@ async def _attempt(
         delivery,
         timeout_ms=settings.webhook_timeout_ms,
         clock=clock,
-        allowed_hosts=frozenset(settings.webhook_allowed_hosts),
     )
     await _record_attempt(pool, delivery, result, settings, clock)
 

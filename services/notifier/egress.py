@@ -11,15 +11,14 @@ against the URL's host name, and the pool keeps connections per host name.
 
 from __future__ import annotations
 
-import ipaddress
 import urllib.request
 from collections.abc import Awaitable, Callable, Collection, Iterable
 
 import httpcore
 import httpx
 
-from services.notifier.domain import PrivateTarget, check_public_host, is_public_address
-from services.notifier.handlers import resolve_host
+from services.notifier.domain import PrivateTarget
+from services.notifier.handlers import addresses_to_connect, check_resolved_target, resolve_host
 from services.notifier.settings import NotifierSettings
 
 Resolve = Callable[[str, int], Awaitable[list[str]]]
@@ -58,10 +57,10 @@ class PublicAddressBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[SocketOption] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        if host.lower().rstrip(".") in self._allowed_hosts:
-            addresses = [host]
-        else:
-            addresses = await self._public_addresses(host, port)
+        try:
+            addresses = await addresses_to_connect(host, port, self._allowed_hosts, self._resolve)
+        except OSError as error:
+            raise httpcore.ConnectError(f"cannot resolve {host!r}: {error}") from error
         last_error: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
         for address in addresses:
             try:
@@ -77,18 +76,6 @@ class PublicAddressBackend(httpcore.AsyncNetworkBackend):
         if last_error is None:
             raise httpcore.ConnectError(f"{host!r} resolved to no address")
         raise last_error
-
-    async def _public_addresses(self, host: str, port: int) -> list[str]:
-        check_public_host(host, self._allowed_hosts)
-        try:
-            resolved = await self._resolve(host, port)
-        except OSError as error:
-            raise httpcore.ConnectError(f"cannot resolve {host!r}: {error}") from error
-        for address in resolved:
-            if not is_public_address(ipaddress.ip_address(address)):
-                raise PrivateTarget(f"webhook host {host!r} resolves to a non-public address")
-        # getaddrinfo repeats an address once per protocol it offers; try each once.
-        return list(dict.fromkeys(resolved))
 
     async def connect_unix_socket(
         self,
@@ -124,46 +111,37 @@ def proxy_configured() -> bool:
     return any(scheme in proxies for scheme in ("http", "https", "all"))
 
 
-def build_webhook_client(
-    *,
-    timeout_ms: int,
-    connection_count_max: int,
-    allowed_hosts: Collection[str],
-    resolve: Resolve = resolve_host,
+def webhook_client(
+    settings: NotifierSettings, *, resolve: Resolve = resolve_host
 ) -> httpx.AsyncClient:
     """The client every webhook attempt is sent with.
 
     Without a proxy it connects through PublicAddressBackend. With HTTP(S)_PROXY set the
     proxy makes the connection, so it is the proxy that must refuse internal networks; the
-    check each attempt makes before sending still refuses names that resolve to one.
+    client still resolves and checks each request's host before sending it.
     """
+    allowed_hosts = frozenset(host.lower().rstrip(".") for host in settings.webhook_allowed_hosts)
     limits = httpx.Limits(
-        max_connections=connection_count_max,
-        max_keepalive_connections=connection_count_max,
+        max_connections=settings.webhook_concurrency_max,
+        max_keepalive_connections=settings.webhook_concurrency_max,
     )
-    transport = (
-        None
-        if proxy_configured()
+
+    async def refuse_private_target(request: httpx.Request) -> None:
+        await check_resolved_target(str(request.url), allowed_hosts, resolve)
+
+    proxied = proxy_configured()
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.webhook_timeout_ms / 1000),
+        limits=limits,
+        transport=None
+        if proxied
         else PublicAddressTransport(
             limits=limits, backend=PublicAddressBackend(allowed_hosts, resolve=resolve)
-        )
-    )
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout_ms / 1000),
-        limits=limits,
-        transport=transport,
+        ),
+        event_hooks={"request": [refuse_private_target] if proxied else []},
         # A redirect is an answer, not a delivery: following it could send signed
         # payloads somewhere the merchant never registered.
         follow_redirects=False,
         # Honour HTTP(S)_PROXY (used only when no transport is given, see above).
         trust_env=True,
-    )
-
-
-def webhook_client(settings: NotifierSettings) -> httpx.AsyncClient:
-    """The notifier's webhook client, as its settings describe it."""
-    return build_webhook_client(
-        timeout_ms=settings.webhook_timeout_ms,
-        connection_count_max=settings.webhook_concurrency_max,
-        allowed_hosts={host.lower().rstrip(".") for host in settings.webhook_allowed_hosts},
     )

@@ -111,30 +111,45 @@ async def resolve_host(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
+async def addresses_to_connect(
+    host: str,
+    port: int,
+    allowed_hosts: Collection[str],
+    resolve: Callable[[str, int], Awaitable[list[str]]] = resolve_host,
+) -> list[str]:
+    """Where a webhook to `host` may connect: the host itself when it is on
+    `allowed_hosts` (exact, lower case), else every address it resolves to, each once,
+    provided all of them are public (a name pointing at 127.0.0.1 or the metadata service
+    is refused whole). Raises PrivateTarget, or OSError when the name does not resolve.
+    """
+    if host.lower().rstrip(".") in allowed_hosts:
+        return [host]
+    check_public_host(host, allowed_hosts)
+    resolved = await resolve(host, port)
+    for address in resolved:
+        if not is_public_address(ipaddress.ip_address(address)):
+            raise PrivateTarget(f"webhook host {host!r} resolves to a non-public address")
+    # getaddrinfo repeats an address once per protocol it offers.
+    return list(dict.fromkeys(resolved))
+
+
 async def check_resolved_target(
     url: str,
     allowed_hosts: Collection[str],
     resolve: Callable[[str, int], Awaitable[list[str]]] = resolve_host,
 ) -> None:
-    """Resolve the URL's host and refuse it when any address it resolves to is not public
-    (a name pointing at 127.0.0.1 or the metadata service). Raises PrivateTarget, or
-    OSError when the name does not resolve.
+    """Refuse `url` when its host is, or resolves to, a non-public address (see
+    `addresses_to_connect`). Raises PrivateTarget, or OSError when the name does not
+    resolve.
 
-    This refuses early, with a clear reason, even when an egress proxy makes the
-    connection. It does not stop a name that changes its answer before the connection
-    (DNS rebinding): the webhook client (services.notifier.egress) connects only to the
-    addresses it checked itself.
+    The webhook client (services.notifier.egress) runs this before each request only when
+    an egress proxy makes the connection; otherwise it connects to the addresses
+    `addresses_to_connect` checked, which also stops a name that changes its answer
+    between a check and the connection (DNS rebinding).
     """
     parsed = httpx.URL(url)
-    host = parsed.host
-    if host.lower().rstrip(".") in allowed_hosts:
-        return
-    check_public_host(host, allowed_hosts)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    for resolved in await resolve(host, port):
-        address = ipaddress.ip_address(resolved)
-        if not is_public_address(address):
-            raise PrivateTarget(f"webhook host {host!r} resolves to a non-public address")
+    await addresses_to_connect(parsed.host, port, allowed_hosts, resolve)
 
 
 async def create_endpoint(

@@ -36,6 +36,7 @@ from services.common.settings import ServiceSettings
 from services.notifier.app import create_app
 from services.notifier.delivery import deliver_due
 from services.notifier.delivery_log import list_deliveries
+from services.notifier.egress import webhook_client
 from services.notifier.handlers import (
     create_endpoint as register_endpoint,
 )
@@ -372,7 +373,7 @@ async def test_the_worker_retries_on_the_persisted_schedule_until_it_is_exhauste
     receiver = Receiver()
     async with (
         serving(receiver) as receiver_url,
-        httpx.AsyncClient(follow_redirects=False) as http_client,
+        webhook_client(notifier_settings) as http_client,
     ):
         refused = await register_endpoint(
             notifier_pool,
