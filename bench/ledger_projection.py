@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import random
 import shutil
@@ -53,14 +52,24 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.part_logging import service_logging
 from schemas import Event, Topic, new_event, topic_name
 from schemas.common import Channel, FeePlan
 from schemas.payments import PaymentSucceeded, PaymentSucceededPayload
 from schemas.refunds import RefundInitiator, RefundSucceeded, RefundSucceededPayload
 from services.common.broker import DeadLetterPublisher, build_broker
 from services.common.clock import SystemClock
-from services.common.consumer import InboxConsumer, subscribe
+from services.common.consumer import (
+    BatchApplier,
+    BatchOutcome,
+    PartitionedConsumer,
+    Record,
+    RetryPolicy,
+    Subscription,
+    subscription_topics,
+)
 from services.common.db import apply_migrations, create_pool, load_migrations
+from services.common.dead_letters import DeadLetterSink
 from services.common.infrastructure import (
     EMBEDDED_BROKER_FETCH_MAX_WAIT_MS,
     free_port,
@@ -71,12 +80,10 @@ from services.common.infrastructure import (
     stop_process,
 )
 from services.common.launcher import SERVICE_MIGRATIONS
-from services.common.logging import configure_logging
 from services.common.service import RUNTIME_MIGRATIONS
 from services.common.settings import ServiceSettings
-from services.ledger.app import SERVICE_NAME
+from services.ledger.app import SERVICE_NAME, payment_event_handlers
 from services.ledger.domain import ENTRY_RULES
-from services.ledger.handlers import post_event
 from services.ledger.rebuild import AccountKey, balance_differences, project_balances
 
 EVENT_COUNT_DEFAULT = 20_000
@@ -86,7 +93,9 @@ REFUND_EVERY = 25  # one event in 25 refunds part of an earlier payment
 COPY_REPEAT_COUNT = 3
 PROJECTION_TIMEOUT_S_DEFAULT = 600.0
 KAFKA_TIMEOUT_S = 60.0
-PROJECTION_PATH = "kafka -> FastStream subscriber -> InboxConsumer -> post_event, 1 tx/event"
+PROJECTION_PATH = (
+    "kafka -> partitioned batch consumer -> inbox (1 statement/batch) -> post_events, 1 tx/batch"
+)
 
 # Currency and price of each channel, as the demo merchant's terms in the launcher.
 CHANNEL_TERMS: dict[Channel, tuple[str, FeePlan]] = {
@@ -119,9 +128,10 @@ class ProjectionTiming:
     # From the first record handed to the consumer to the commit of the last one's
     # transaction.
     elapsed_s: float
-    # The part spent inside InboxConsumer.handle_record (decode, transaction, commit); the
-    # rest is fetching, offset commits and FastStream's own work between records.
+    # The time batches spent in the applier (decode, transaction, commit), summed over
+    # batches; partitions are applied side by side, so it may exceed elapsed_s.
     in_consumer_s: float
+    batch_count: int
 
 
 @dataclass(frozen=True)
@@ -267,33 +277,33 @@ async def produce_events(settings: ServiceSettings, events: Sequence[Event]) -> 
         await producer.stop()
 
 
-class _TimedInboxConsumer(InboxConsumer):
-    """The inbox consumer, noting when its first record arrived and its last one committed."""
+class _TimedApplier(BatchApplier):
+    """The ledger's batch applier, noting when its first batch arrived and its last one
+    committed."""
 
     def __init__(self, *, expected_count: int, **options: Any) -> None:
         super().__init__(**options)
         self.expected_count = expected_count
         self.handled_count = 0
+        self.batch_count = 0
         self.first_started_s: float | None = None
         self.last_committed_s: float | None = None
         self.in_consumer_s = 0.0
         self.all_handled = asyncio.Event()
 
-    async def handle_record(
-        self, *, body: bytes, key: bytes | None, source_topic: str, partition: int, offset: int
-    ) -> None:
+    async def apply(self, records: Sequence[Record]) -> BatchOutcome:
         started_s = time.perf_counter()
         if self.first_started_s is None:
             self.first_started_s = started_s
-        await super().handle_record(
-            body=body, key=key, source_topic=source_topic, partition=partition, offset=offset
-        )
-        # handle_record returns once the record's transaction has committed.
+        outcome = await super().apply(records)
+        # apply returns once the batch's transaction has committed.
         self.last_committed_s = time.perf_counter()
         self.in_consumer_s += self.last_committed_s - started_s
-        self.handled_count += 1
+        self.handled_count += len(records)
+        self.batch_count += 1
         if self.handled_count >= self.expected_count:
             self.all_handled.set()
+        return outcome
 
 
 async def migrate_ledger_schema(database_url: str, schema: str) -> None:
@@ -318,39 +328,61 @@ async def project_through_ledger(
         command_timeout_s=settings.database_command_timeout_s,
     )
     broker = build_broker(settings, client_id=f"payrail-bench-{SERVICE_NAME}")
-    clock = SystemClock()
-
-    # The same handler and consumer wiring as wire_ledger and ServiceContext.consume.
-    async def post(connection: asyncpg.Connection, event: Event) -> None:
-        await post_event(connection, event, clock=clock)
-
-    name = f"{SERVICE_NAME}:{Topic.PAYMENTS_EVENTS.value}"
-    consumer = _TimedInboxConsumer(
-        expected_count=expected_count,
-        name=name,
-        topic=Topic.PAYMENTS_EVENTS,
-        pool=pool,
-        handlers=dict.fromkeys(ENTRY_RULES, post),
-        dead_letters=DeadLetterPublisher(broker, settings.kafka_topic_prefix, name),
-        retry_count_max=settings.consumer_retry_count_max,
+    await broker.connect()
+    # The same handlers and consumer as wire_ledger and ServiceContext.consumer_loop.
+    handlers, post_batch = payment_event_handlers(SystemClock())
+    subscription = Subscription(
+        Topic.PAYMENTS_EVENTS,
+        f"{SERVICE_NAME}:{Topic.PAYMENTS_EVENTS.value}",
+        handlers,
+        batch_handler=post_batch,
     )
-    group_id = f"{settings.kafka_topic_prefix}payrail.{SERVICE_NAME}.{Topic.PAYMENTS_EVENTS.value}"
-    subscribe(broker, settings, consumer, group_id=group_id)
+    by_topic = subscription_topics([subscription], settings.kafka_topic_prefix)
+    group_id = f"{settings.kafka_topic_prefix}payrail.{SERVICE_NAME}"
+    applier = _TimedApplier(
+        expected_count=expected_count,
+        group=group_id,
+        pool=pool,
+        subscriptions=by_topic,
+        dead_letters=DeadLetterSink(
+            pool,
+            service=SERVICE_NAME,
+            clock=SystemClock(),
+            copier=DeadLetterPublisher(broker, settings.kafka_topic_prefix).copy,
+        ),
+        retry=RetryPolicy.from_settings(settings),
+    )
+    consumer = PartitionedConsumer.from_settings(
+        settings, group_id=group_id, client_id=f"payrail-bench-{SERVICE_NAME}", applier=applier
+    )
+    running: asyncio.Task[None] | None = None
     try:
-        await asyncio.wait_for(broker.start(), KAFKA_TIMEOUT_S)
-        await asyncio.wait_for(consumer.all_handled.wait(), timeout_s)
-    except TimeoutError as error:
-        raise TimeoutError(
-            f"{consumer.handled_count}/{expected_count} events projected within {timeout_s} s"
-        ) from error
+        await asyncio.wait_for(consumer.start(), KAFKA_TIMEOUT_S)
+        running = asyncio.create_task(consumer.run())
+        done, _ = await asyncio.wait(
+            [running, asyncio.create_task(applier.all_handled.wait())],
+            timeout=timeout_s,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if running in done:
+            running.result()
+        if not applier.all_handled.is_set():
+            raise TimeoutError(
+                f"{applier.handled_count}/{expected_count} events projected within {timeout_s} s"
+            )
     finally:
+        if running is not None:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        await consumer.stop()
         await broker.stop()
         await pool.close()
-    if consumer.first_started_s is None or consumer.last_committed_s is None:
+    if applier.first_started_s is None or applier.last_committed_s is None:
         raise ProjectionMismatch("the consumer handled no record")
     return ProjectionTiming(
-        elapsed_s=consumer.last_committed_s - consumer.first_started_s,
-        in_consumer_s=consumer.in_consumer_s,
+        elapsed_s=applier.last_committed_s - applier.first_started_s,
+        in_consumer_s=applier.in_consumer_s,
+        batch_count=applier.batch_count,
     )
 
 
@@ -457,6 +489,7 @@ def summarise(
         "postings": counts["postings"],
         "projection_s": round(projection.elapsed_s, 3),
         "projection_in_consumer_s": round(projection.in_consumer_s, 3),
+        "projection_batches": projection.batch_count,
         "ledger_projection_events_per_s": round(projection_rate, 1),
         "copy_rows": copy_rows,
         "copy_repeat_count": len(copy_s),
@@ -514,7 +547,7 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, object]]:
     """The lines `make bench` prints for this measurement."""
     return [
         (
-            "ledger projection events/s (kafka -> inbox consumer -> post_event, 1 tx/event)",
+            "ledger replay events/s (kafka -> batch consumer -> post_events, 1 tx/batch)",
             result["ledger_projection_events_per_s"],
         ),
         (
@@ -533,23 +566,6 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, object]]:
             f" postings, {result['accounts']} balances checked",
         ),
     ]
-
-
-@contextlib.contextmanager
-def ledger_logging(log_path: Path, service: str = SERVICE_NAME) -> Iterator[None]:
-    """Log as the ledger (or `service`) process does (JSON lines at INFO), into `log_path`
-    instead of the terminal; afterwards only warnings reach stderr."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("a") as log_file:
-        # configure_logging's handler writes to whatever sys.stderr is when it is called.
-        with contextlib.redirect_stderr(log_file):
-            configure_logging(service, "INFO", "json")
-        try:
-            yield
-        finally:
-            root = logging.getLogger()
-            root.handlers[:] = []
-            root.setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager
@@ -584,7 +600,10 @@ def main() -> None:
         parser.error(f"--events must be between 1 and {EVENT_COUNT_MAX}")
     state_dir = Path(tempfile.mkdtemp(prefix="payrail-bench-ledger-"))
     try:
-        with _infrastructure(state_dir) as settings, ledger_logging(state_dir / "ledger.log"):
+        with (
+            _infrastructure(state_dir) as settings,
+            service_logging(state_dir / "ledger.log", SERVICE_NAME),
+        ):
             print(f"Projecting {arguments.events} events through the ledger...", flush=True)
             result = asyncio.run(
                 measure_ledger_projection(settings, arguments.events, timeout_s=arguments.timeout_s)

@@ -38,7 +38,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.ledger_projection import ledger_logging
+from bench.part_logging import service_logging
 from schemas import new_event
 from schemas.common import Channel, FeePlan
 from schemas.payments import PaymentSucceeded, PaymentSucceededPayload
@@ -278,7 +278,7 @@ def main() -> None:
     arguments = parser.parse_args()
     database_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
     log_path = Path(tempfile.mkdtemp(prefix="payrail-bench-")) / "webhook_delivery.log"
-    with ledger_logging(log_path, service="notifier"):
+    with service_logging(log_path, "notifier"):
         results = asyncio.run(
             measure_webhook_delivery(database_url, arguments.deliveries, arguments.idle_endpoints)
         )

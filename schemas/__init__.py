@@ -6,9 +6,13 @@ from schemas.catalog import (
     MESSAGE_TYPES,
     UndecodableMessage,
     decode,
+    decode_object,
+    decode_typed,
     encode,
+    message_type_name,
     new_command,
     new_event,
+    parse_body,
 )
 from schemas.envelope import Command, Event, Message
 from schemas.topics import Topic, topic_name
@@ -23,8 +27,12 @@ __all__ = [
     "Topic",
     "UndecodableMessage",
     "decode",
+    "decode_object",
+    "decode_typed",
     "encode",
+    "message_type_name",
     "new_command",
     "new_event",
+    "parse_body",
     "topic_name",
 ]

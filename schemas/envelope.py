@@ -46,8 +46,14 @@ class Contract(BaseModel):
 
     @model_validator(mode="after")
     def _text_is_storable(self) -> Self:
-        for _, value in self:
-            check_storable_text(value)
+        # Runs for every model validated on every hop: the common case (ASCII text,
+        # numbers, nested models) is decided without a call.
+        for value in self.__dict__.values():
+            if type(value) is str and value.isascii():
+                if "\x00" in value:
+                    raise ValueError("text must not contain the NUL character")
+            elif isinstance(value, str | list | tuple | dict):
+                check_storable_text(value)
         return self
 
 

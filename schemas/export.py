@@ -29,6 +29,7 @@ TOPIC_PRODUCERS: dict[Topic, str] = {
     Topic.CHANNEL_RESULTS: "gateway",
     Topic.LEDGER_EVENTS: "ledger",
     Topic.NOTIFIER_EVENTS: "notifier",
+    Topic.OPERATIONS_EVENTS: "every consumer (a dead letter parked)",
     Topic.DEAD_LETTERS: "every consumer (unprocessable messages, unchanged, with a reason header)",
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.envelope import Event
+from schemas.operations import DeadLetterRecorded
 from schemas.payments import PaymentCanceled, PaymentExpired, PaymentFailed, PaymentSucceeded
 from schemas.payouts import PayoutFailed, PayoutPaid
 from schemas.refunds import RefundFailed, RefundSucceeded
@@ -30,10 +31,17 @@ PUBLIC_EVENT_TYPES: dict[type[Event], str] = {
 }
 
 # Events for operations, not merchants: the notifier sends them to the ops webhook only.
-OPS_EVENT_TYPES: dict[type[Event], str] = {RiskAlertRaised: "risk.alert"}
+OPS_EVENT_TYPES: dict[type[Event], str] = {
+    RiskAlertRaised: "risk.alert",
+    DeadLetterRecorded: "dead_letter.recorded",
+}
 # What the ops webhook receives: operations' own events, and the merchants' events that
 # need someone at the platform to look (an endpoint disabled for failing).
-OPS_WEBHOOK_EVENTS: tuple[str, ...] = ("risk.alert", "webhook_endpoint.disabled")
+OPS_WEBHOOK_EVENTS: tuple[str, ...] = (
+    "risk.alert",
+    "dead_letter.recorded",
+    "webhook_endpoint.disabled",
+)
 
 PaymentOutcome = PaymentSucceeded | PaymentFailed | PaymentCanceled | PaymentExpired
 _STATUS_OF: dict[type[Event], str] = {
@@ -117,6 +125,24 @@ def _payout_object(event: PayoutPaid | PayoutFailed) -> dict[str, Any]:
     }
 
 
+def _dead_letter_object(event: DeadLetterRecorded) -> dict[str, Any]:
+    # The id is the letter's own, as `payrail dead-letters show` and `redrive` take it, so
+    # an operator can act on the alert without translating ids.
+    payload = event.payload
+    return {
+        "id": str(payload.dead_letter_id),
+        "object": "dead_letter",
+        "service": payload.service,
+        "consumer": payload.consumer,
+        "source_topic": payload.source_topic,
+        "source_partition": payload.source_partition,
+        "source_offset": payload.source_offset,
+        "message_id": None if payload.message_id is None else str(payload.message_id),
+        "message_type": payload.message_type,
+        "reason": payload.reason,
+    }
+
+
 def public_object(event: Event) -> dict[str, Any]:
     """The `data.object` of a public event. Raises NotPublic for an internal event."""
     if isinstance(event, PaymentOutcome):
@@ -127,6 +153,8 @@ def public_object(event: Event) -> dict[str, Any]:
         return _payout_object(event)
     if isinstance(event, RiskAlertRaised):
         return {"object": "risk_alert", **event.payload.model_dump(mode="json")}
+    if isinstance(event, DeadLetterRecorded):
+        return _dead_letter_object(event)
     if isinstance(event, WebhookEndpointDisabled):
         return {
             "id": event.payload.endpoint_id,

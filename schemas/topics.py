@@ -15,6 +15,7 @@ class Topic(StrEnum):
     CHANNEL_RESULTS = "channel.results"
     LEDGER_EVENTS = "ledger.events"
     NOTIFIER_EVENTS = "notifier.events"
+    OPERATIONS_EVENTS = "operations.events"
     DEAD_LETTERS = "dead_letters"
 
 

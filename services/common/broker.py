@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import Sequence
 
 import structlog
+from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 
 from schemas import Topic, topic_name
+from services.common.dead_letters import DeadLetter
 from services.common.outbox import OutboundRecord
 from services.common.settings import ServiceSettings
 
@@ -53,7 +54,19 @@ def build_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
 
 
 async def ensure_topics(settings: ServiceSettings, timeout_s: float = 30.0) -> list[str]:
-    """Create every payrail topic that does not exist yet. Returns the names created."""
+    """Create every payrail topic that does not exist yet. Returns the names created.
+
+    Topics keep every record for ever (`retention.ms` and `retention.bytes` -1): the topics
+    are the replayable history analysts and `payrail ledger rebuild` read, and Kafka's
+    default would delete records after seven days. The replication factor is
+    `kafka_topic_replication_factor`, else 3 on a cluster of three brokers or more and 1
+    below; with three copies a write needs two (`min.insync.replicas`), so an
+    acknowledged record survives the loss of one broker. Topics that exist are left as
+    they are.
+
+    Raises KafkaError when the cluster refuses to create a topic (a replication factor
+    larger than the cluster, for example) and TimeoutError after `timeout_s` per request.
+    """
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         request_timeout_ms=settings.kafka_request_timeout_ms,
@@ -63,24 +76,39 @@ async def ensure_topics(settings: ServiceSettings, timeout_s: float = 30.0) -> l
         existing = set(await asyncio.wait_for(admin.list_topics(), timeout_s))
         wanted = [topic_name(topic, settings.kafka_topic_prefix) for topic in Topic]
         missing = [name for name in wanted if name not in existing]
+        if not missing:
+            return []
+        replication_factor = settings.kafka_topic_replication_factor
+        if replication_factor is None:
+            cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+            replication_factor = 3 if len(cluster["brokers"]) >= 3 else 1
+        configs = {"retention.ms": "-1", "retention.bytes": "-1"}
+        if replication_factor >= 3:
+            configs["min.insync.replicas"] = "2"
+        answer = await asyncio.wait_for(
+            admin.create_topics(
+                [
+                    NewTopic(
+                        name,
+                        num_partitions=settings.kafka_topic_partitions,
+                        replication_factor=replication_factor,
+                        topic_configs=configs,
+                    )
+                    for name in missing
+                ]
+            ),
+            timeout_s,
+        )
         created: list[str] = []
-        for name in missing:
-            try:
-                await asyncio.wait_for(
-                    admin.create_topics(
-                        [
-                            NewTopic(
-                                name,
-                                num_partitions=settings.kafka_topic_partitions,
-                                replication_factor=1,
-                            )
-                        ]
-                    ),
-                    timeout_s,
-                )
+        for name, error_code, *detail in answer.topic_errors:
+            error_type = kafka_errors.for_code(error_code)
+            if error_type is kafka_errors.NoError:
                 created.append(name)
-            except TopicAlreadyExistsError:
-                pass
+            elif error_type is not kafka_errors.TopicAlreadyExistsError:
+                # Another service creating the same topic at this moment is no error.
+                raise error_type(f"creating topic {name}: {detail}")
+        if created:
+            log.info("topics_created", topics=created, replication_factor=replication_factor)
         return created
     finally:
         await admin.close()
@@ -110,39 +138,26 @@ class KafkaRecordPublisher:
 
 
 class DeadLetterPublisher:
-    """Sends an unprocessable message, unchanged, to the dead-letter topic with the reason."""
+    """Copies a dead letter, unchanged, to the dead-letter topic with the reason in headers.
 
-    def __init__(self, broker: KafkaBroker, topic_prefix: str, consumer: str) -> None:
+    The dead letter's row in the consuming service's schema is the record an operator
+    acts on; this copy lets stream watchers see it as it happens.
+    """
+
+    def __init__(self, broker: KafkaBroker, topic_prefix: str) -> None:
         self._broker = broker
         self._topic = topic_name(Topic.DEAD_LETTERS, topic_prefix)
-        self._consumer = consumer
 
-    async def send(
-        self,
-        *,
-        body: bytes,
-        key: bytes | None,
-        source_topic: str,
-        partition: int,
-        offset: int,
-        reason: str,
-    ) -> None:
+    async def copy(self, letter: DeadLetter) -> None:
         await self._broker.publish(
-            body,
+            letter.body,
             topic=self._topic,
-            key=key,
+            key=letter.message_key,
             headers={
-                "dead_letter_reason": reason[:2000],
-                "dead_letter_consumer": self._consumer,
-                "source_topic": source_topic,
-                "source_partition": str(partition),
-                "source_offset": str(offset),
+                "dead_letter_reason": letter.reason[:2000],
+                "dead_letter_consumer": letter.consumer,
+                "source_topic": letter.source_topic,
+                "source_partition": str(letter.source_partition),
+                "source_offset": str(letter.source_offset),
             },
-        )
-        log.warning(
-            "message_dead_lettered",
-            source_topic=source_topic,
-            partition=partition,
-            offset=offset,
-            reason=reason[:500],
         )

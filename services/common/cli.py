@@ -7,12 +7,18 @@ import asyncio
 import signal
 import sys
 import time
+import uuid
+from collections.abc import Coroutine
 from types import FrameType
+from typing import Any
 
 from services.common.launcher import (
     LauncherSettings,
     Platform,
     PlatformInfo,
+    PortsInUseError,
+    check_ports_free,
+    operator_settings,
     prepare_infrastructure,
 )
 from services.common.logging import configure_logging
@@ -65,10 +71,17 @@ Other channels: "channel": "wechat_pay" (QR code) or "card" (paid at once).
 Simulator faults per channel: curl -s -X PUT {info.psp_base_url}/_sim/faults/alipay \\
     -H 'Content-Type: application/json' -d '{{"duplicate_notifications": true}}'
 
+A process that exits is restarted (with a growing wait if it keeps exiting).
 Press Ctrl-C to stop every process.
 """,
         flush=True,
     )
+
+
+# How often the console loop looks for processes that exited. Ctrl-C reaches the services
+# too (one process group); the stop request is checked before the next round, so the
+# processes stopping on Ctrl-C are never taken for crashed ones and restarted.
+SUPERVISION_INTERVAL_S = 0.5
 
 
 def run(_: argparse.Namespace) -> int:
@@ -79,18 +92,29 @@ def run(_: argparse.Namespace) -> int:
         nonlocal stop_requested
         stop_requested = True
 
+    launcher_settings = LauncherSettings()
+    # Checked before anything starts: a second `make run` would otherwise start a broker
+    # and a database, then fail against the first run's services on their ports.
+    try:
+        check_ports_free(launcher_settings)
+    except PortsInUseError as error:
+        print(error, file=sys.stderr, flush=True)
+        return 1
     print("Starting payrail: broker, database, migrations, six processes...", flush=True)
-    with Platform(LauncherSettings(), ServiceSettings()) as platform:
-        info = platform.start()
+    with Platform(launcher_settings, ServiceSettings()) as platform:
+        try:
+            info = platform.start()
+        except PortsInUseError as error:
+            # Taken in the moment between the check above and the start.
+            print(error, file=sys.stderr, flush=True)
+            return 1
         _print_welcome(info)
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
         while not stop_requested:
-            failed = platform.failed_process()
-            if failed is not None:
-                print(f"{failed} stopped unexpectedly; see {info.log_dir}/{failed}.log")
-                return 1
-            time.sleep(0.5)
+            for line in platform.supervise_once():
+                print(line, flush=True)
+            time.sleep(SUPERVISION_INTERVAL_S)
         print("\nStopping payrail...", flush=True)
     print("Stopped.")
     return 0
@@ -133,10 +157,70 @@ def ledger_rebuild(_: argparse.Namespace) -> int:
     """Replay the event log and compare every ledger balance; non-zero on a difference."""
     from services.ledger import rebuild
 
-    settings = ServiceSettings()
+    settings = operator_settings()
     return rebuild.run(
         settings.kafka_bootstrap_servers, settings.database_url, settings.kafka_topic_prefix
     )
+
+
+def _run_operator_command(command: Coroutine[Any, Any, int]) -> int:
+    from services.common.dead_letters_cli import DatabaseUnreachable
+
+    try:
+        return asyncio.run(command)
+    except DatabaseUnreachable as error:
+        print(error, file=sys.stderr)
+        return 2
+
+
+def dead_letters_list(arguments: argparse.Namespace) -> int:
+    from services.common import dead_letters_cli
+
+    return _run_operator_command(
+        dead_letters_cli.list_all(operator_settings().database_url, arguments.limit, sys.stdout)
+    )
+
+
+def dead_letters_show(arguments: argparse.Namespace) -> int:
+    from services.common import dead_letters_cli
+
+    return _run_operator_command(
+        dead_letters_cli.show(operator_settings().database_url, arguments.id, sys.stdout)
+    )
+
+
+def dead_letters_redrive(arguments: argparse.Namespace) -> int:
+    from services.common import dead_letters_cli
+
+    if (arguments.id is None) == (not arguments.all):
+        print("name one dead letter ID, or --all", file=sys.stderr)
+        return 2
+    return _run_operator_command(
+        dead_letters_cli.redrive(
+            operator_settings().database_url, arguments.id, arguments.wait_s, sys.stdout
+        )
+    )
+
+
+def _add_dead_letter_commands(commands: Any) -> None:
+    letters = commands.add_parser(
+        "dead-letters", help="messages a consumer could not apply"
+    ).add_subparsers(dest="dead_letters_command", required=True)
+    listing = letters.add_parser("list", help="the newest dead letters of every service")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.set_defaults(handler=dead_letters_list)
+    showing = letters.add_parser("show", help="one dead letter with its body and reason")
+    showing.add_argument("id", type=uuid.UUID)
+    showing.set_defaults(handler=dead_letters_show)
+    redriving = letters.add_parser(
+        "redrive", help="apply parked letters again through their consumer (once each)"
+    )
+    redriving.add_argument("id", type=uuid.UUID, nargs="?")
+    redriving.add_argument("--all", action="store_true", help="every parked dead letter")
+    redriving.add_argument(
+        "--wait-s", type=float, default=30.0, help="longest wait for the services to apply"
+    )
+    redriving.set_defaults(handler=dead_letters_redrive)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     ledger.add_parser(
         "rebuild", help="replay the event log and compare every balance with the live ledger"
     ).set_defaults(handler=ledger_rebuild)
+    _add_dead_letter_commands(commands)
     arguments = parser.parse_args(argv)
     code: int = arguments.handler(arguments)
     return code

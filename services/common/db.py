@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.resources
 import json
@@ -36,6 +35,18 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing beyond asyncpg's own (roll back an open
+    transaction, drop listener callbacks).
+
+    asyncpg's default also runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL` on every release, a round trip per checkout. Pooled connections never
+    change session state: advisory locks are transaction-scoped, there are no cursors
+    outside transactions, settings come from the connection's start-up parameters, and
+    the one LISTEN (ChannelListener) removes itself before it releases its connection.
+    """
+
+
 async def create_pool(
     dsn: str, schema: str, *, size_max: int = 10, command_timeout_s: float = 10.0
 ) -> asyncpg.Pool:
@@ -47,6 +58,7 @@ async def create_pool(
         command_timeout=command_timeout_s,
         timeout=10.0,
         init=_init_connection,
+        reset=_keep_session,
         server_settings={"search_path": f"{check_schema_name(schema)},public"},
     )
     if pool is None:  # asyncpg types allow None only for a never-awaited pool
@@ -148,25 +160,3 @@ class ChannelListener:
 
     def _on_notify(self, _connection: object, _pid: int, _channel: str, payload: object) -> None:
         self._on_payload(str(payload))
-
-
-class NotifyWakeup:
-    """Wakes a worker loop when PostgreSQL sends NOTIFY on `channel`, else after a timeout."""
-
-    def __init__(self, pool: asyncpg.Pool, channel: str) -> None:
-        self._event = asyncio.Event()
-        self._listener = ChannelListener(pool, channel, lambda _payload: self._event.set())
-
-    async def __aenter__(self) -> NotifyWakeup:
-        await self._listener.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self._listener.stop()
-
-    async def wait(self, timeout_s: float) -> None:
-        """Return on the next NOTIFY (or one that arrived since the last wait) or after
-        `timeout_s`, whichever comes first."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout=timeout_s)
-        self._event.clear()

@@ -70,17 +70,65 @@ async def append_events(
     # No savepoint: a conflict aborts the caller's transaction, which must then be retried
     # from a fresh read anyway.
     try:
-        await connection.executemany(_INSERT, [_row(event) for event in events])
+        await _insert(connection, events)
     except asyncpg.UniqueViolationError as error:
         if error.constraint_name == "stream_version_unique":
             raise ConcurrencyConflict(stream_id, expected_version) from error
         raise
 
 
+# Several messages in one statement. Positions are taken in the order of the arrays (the
+# ORDER BY makes it explicit), so one stream's events keep their order for the relay.
+_INSERT_SET = """
+INSERT INTO event_store (message_id, message_type, topic, message_key, stream_id,
+                         stream_version, merchant_id, correlation_id, body)
+SELECT message_id, message_type, topic, message_key, stream_id, stream_version, merchant_id,
+       correlation_id, body::jsonb
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[],
+            $7::text[], $8::text[], $9::text[])
+    WITH ORDINALITY AS m(message_id, message_type, topic, message_key, stream_id,
+                         stream_version, merchant_id, correlation_id, body, ordinal)
+ORDER BY ordinal
+"""
+
+
+async def append_new_streams(connection: Connection, events: Sequence[Event]) -> None:
+    """Append each of `events` as the first event of its own new stream, in one statement
+    (set-wise work, such as a batch of journal entries).
+
+    Raises ConcurrencyConflict when one of the streams already exists.
+    """
+    seen: set[str] = set()
+    for event in events:
+        invariant(event.aggregate_version == 1, "a new stream starts at version 1")
+        invariant(event.aggregate_id not in seen, "one event per new stream")
+        seen.add(event.aggregate_id)
+    if not events:
+        return
+    try:
+        await _insert(connection, events)
+    except asyncpg.UniqueViolationError as error:
+        if error.constraint_name == "stream_version_unique":
+            raise ConcurrencyConflict(events[0].aggregate_id, 0) from error
+        raise
+
+
 async def enqueue_commands(connection: Connection, commands: Sequence[Command]) -> None:
     """Write commands to the outbox; the relay sends them after the transaction commits."""
     if commands:
-        await connection.executemany(_INSERT, [_row(command) for command in commands])
+        await _insert(connection, commands)
+
+
+async def _insert(connection: Connection, messages: Sequence[Message]) -> None:
+    """One statement, whatever the number of messages: one round trip, one execution."""
+    if len(messages) == 1:
+        await connection.execute(_INSERT, *_row(messages[0]))
+        return
+    columns: list[list[object]] = [[] for _ in range(9)]
+    for message in messages:
+        for column, value in zip(columns, _row(message), strict=True):
+            column.append(value)
+    await connection.execute(_INSERT_SET, *columns)
 
 
 async def load_stream(connection: Connection, stream_id: str) -> list[Event]:

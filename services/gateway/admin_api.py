@@ -146,6 +146,7 @@ async def onboard_merchant(body: OnboardMerchantRequest, request: Request) -> An
         key = await _issue_api_key(
             connection, merchant_id, request.app.state.gateway_settings.api_key_prefix
         )
+    request.app.state.context.relay.wake()
     endpoint = (
         await _register_webhook(request, merchant_id, body.webhook_url)
         if body.webhook_url
@@ -199,6 +200,7 @@ async def update_merchant(merchant_id: str, body: UpdateMerchantRequest, request
             profile.model_dump_json(),
         )
         version = await _record_profile(connection, request, merchant_id, profile, MerchantUpdated)
+    request.app.state.context.relay.wake()
     log.info("merchant_updated", merchant_id=merchant_id, changed=sorted(changes))
     return _merchant_view(merchant_id, profile, version)
 

@@ -159,6 +159,7 @@ def create_app(settings: GatewaySettings | None = None, clock: Clock | None = No
         payment_updates = PaymentUpdates(context.pool)
         await payment_updates.start()
         context.on_stop.append(payment_updates.stop)
+        context.after_batch.append(payment_updates.after_batch)
         app.state.payment_updates = payment_updates
         app.state.channels = channels
         app.state.notifier_client = notifier_client

@@ -43,8 +43,8 @@ from schemas.refunds import (
     SubmitChannelRefund,
 )
 from services.common.clock import Clock
-from services.common.consumer import TransientError
 from services.common.decisions import Decision, Emit
+from services.common.errors import TransientError
 from services.common.event_store import record_decision, stream_version
 from services.gateway.channels.base import (
     ChannelAdapter,

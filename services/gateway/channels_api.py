@@ -61,6 +61,8 @@ async def channel_notification(channel: str, request: Request) -> Response:
             log.info("channel_notification_conflict", channel=channel, attempt=attempt)
     else:
         return _answer(adapter, accepted=False)
+    if recorded:
+        context.relay.wake()
     log.info(
         "channel_notification_recorded" if recorded else "channel_notification_not_recorded",
         channel=channel,

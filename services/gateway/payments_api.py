@@ -199,6 +199,9 @@ async def create_payment(
             causation_id=None,
         )
         await enqueue_commands(connection, [command])
+    # Committed: the relay of this process publishes the command now rather than at its
+    # next poll, which this request is about to wait for.
+    context.relay.wake()
     log.info("payment_requested", payment_id=payment_id, correlation_id=correlation)
     response.headers["X-Correlation-Id"] = correlation
     view = await _wait_for_status(
@@ -373,6 +376,7 @@ async def _cancel(
                 causation_id=None,
             )
             await enqueue_commands(connection, [command])
+        context.relay.wake()
         view = await _wait_for_status(
             pool,
             request.app.state.payment_updates,

@@ -26,9 +26,9 @@ from schemas.payouts import (
     SubmitBankPayout,
 )
 from services.common.clock import Clock
-from services.common.consumer import TransientError
 from services.common.db import Connection
 from services.common.decisions import Decision, Emit
+from services.common.errors import TransientError
 from services.common.event_store import record_decision, stream_version
 from services.gateway.channels.bank import BankRailClient, VerifiedPayoutResult
 from services.gateway.channels.base import ChannelRejected, ChannelUnavailable

@@ -157,6 +157,8 @@ async def bank_notification(request: Request) -> Response:
             log.info("bank_notification_conflict", payout_id=result.payout_id, attempt=attempt)
     else:
         return Response("conflict", status_code=409)
+    if recorded:
+        context.relay.wake()
     log.info(
         "bank_notification_recorded" if recorded else "bank_notification_repeated",
         payout_id=result.payout_id,

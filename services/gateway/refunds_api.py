@@ -165,6 +165,7 @@ async def create_refund(
             causation_id=None,
         )
         await enqueue_commands(connection, [command])
+    context.relay.wake()
     log.info("refund_requested", payment_id=payment_id, refund_id=refund_id)
     view = await _wait_for_decision(
         pool,

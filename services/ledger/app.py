@@ -6,6 +6,7 @@ the broker and the outbox relay start in the app's lifespan.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import date
 from typing import Annotated
@@ -15,13 +16,14 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from schemas import Event, Topic
+from schemas import Event, Message, Topic
 from schemas.ledger import SettlementBatchSummary
 from schemas.merchants import MerchantOnboarded, MerchantUpdated
 from schemas.money import CurrencyCode, SignedAmountMinor
 from schemas.payouts import BankPayoutFailed, BankPayoutPaid, PayoutSummary
 from schemas.statements import statement_csv
 from services.common.clock import Clock
+from services.common.consumer import BatchHandler, Handler
 from services.common.service import ServiceContext, create_service_app
 from services.ledger.adjustments import (
     Adjustment,
@@ -30,7 +32,7 @@ from services.ledger.adjustments import (
     reverse_adjustment,
 )
 from services.ledger.domain import ENTRY_RULES
-from services.ledger.handlers import BALANCES_LIMIT_MAX, post_event, read_balances
+from services.ledger.handlers import BALANCES_LIMIT_MAX, post_events, read_balances
 from services.ledger.payouts import record_payout_result, run_payouts
 from services.ledger.settings import LedgerSettings
 from services.ledger.settlement_run import (
@@ -51,13 +53,24 @@ class AccountBalanceView(BaseModel):
     balance_minor: int
 
 
+def payment_event_handlers(clock: Clock) -> tuple[dict[type[Message], Handler], BatchHandler]:
+    """How the ledger consumes payments.events: every entry rule's event type, posted
+    set-wise per batch (`post_events`)."""
+
+    async def post_batch(connection: asyncpg.Connection, events: Sequence[Event]) -> None:
+        await post_events(connection, events, clock=clock)
+
+    async def post_one(connection: asyncpg.Connection, event: Event) -> None:
+        await post_events(connection, [event], clock=clock)
+
+    return dict.fromkeys(ENTRY_RULES, post_one), post_batch
+
+
 async def wire_ledger(context: ServiceContext) -> None:
     """Subscribe the ledger's consumers; each applies an event exactly once."""
 
-    async def post(connection: asyncpg.Connection, event: Event) -> None:
-        await post_event(connection, event, clock=context.clock)
-
-    context.consume(Topic.PAYMENTS_EVENTS, dict.fromkeys(ENTRY_RULES, post))
+    handlers, post_batch = payment_event_handlers(context.clock)
+    context.consume(Topic.PAYMENTS_EVENTS, handlers, batch_handler=post_batch)
     context.consume(
         Topic.MERCHANTS_EVENTS,
         {MerchantOnboarded: record_merchant_terms, MerchantUpdated: record_merchant_terms},

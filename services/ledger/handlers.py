@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 import structlog
 
-from schemas import Event
+from schemas import Event, new_event
 from schemas.ledger import JournalEntryPosted, JournalEntryPostedPayload, Posting
 from services.common.clock import Clock
 from services.common.db import Connection
-from services.common.decisions import Decision, Emit
-from services.common.event_store import record_decision
+from services.common.event_store import append_new_streams
 from services.ledger.domain import ENTRY_RULES, check_balanced, entry_id_for, merchant_of_account
 
 log = structlog.get_logger(__name__)
@@ -26,38 +26,6 @@ log = structlog.get_logger(__name__)
 PRODUCER = "ledger"
 
 BALANCES_LIMIT_MAX = 10_000
-
-_INSERT_ENTRY = """
-INSERT INTO journal_entries (entry_id, source_event_id, kind, merchant_id, occurred_at)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT DO NOTHING
-RETURNING seq
-"""
-
-_INSERT_PARTIES = """
-INSERT INTO entry_parties (merchant_id, seq, entry_id)
-SELECT merchant_id, $2, $3 FROM unnest($1::text[]) AS merchant_id
-"""
-
-_INSERT_POSTING = """
-INSERT INTO postings (entry_id, line, account_id, currency, amount_minor)
-VALUES ($1, $2, $3, $4, $5)
-"""
-
-# Balances are changed atomically from the postings just written: never read-then-write.
-# Lines of one entry on the same account are summed first (one row may be changed only
-# once per statement), and rows are taken in key order so that concurrent entries lock
-# shared accounts in the same order.
-_APPLY_TO_BALANCES = """
-INSERT INTO account_balances (account_id, currency, balance_minor)
-SELECT account_id, currency, sum(amount_minor)::bigint
-FROM postings
-WHERE entry_id = $1
-GROUP BY account_id, currency
-ORDER BY account_id, currency
-ON CONFLICT (account_id, currency)
-DO UPDATE SET balance_minor = account_balances.balance_minor + EXCLUDED.balance_minor
-"""
 
 _SELECT_BALANCES = r"""
 SELECT account_id, currency, balance_minor
@@ -99,61 +67,158 @@ async def post_entry(
     the event), ConcurrencyConflict when another writer emitted for the same entry first.
     """
     check_balanced(postings)
-    entry_id = entry_id_for(event.event_id)
-    seq = await connection.fetchval(
-        _INSERT_ENTRY,
-        entry_id,
-        event.event_id,
-        kind,
-        event.merchant_id,
+    posted = await _post_planned(
+        connection, [_PlannedEntry(event, entry_id_for(event.event_id), kind, postings)], clock
+    )
+    return posted[0] if posted else None
+
+
+_INSERT_ENTRIES = """
+INSERT INTO journal_entries (entry_id, source_event_id, kind, merchant_id, occurred_at)
+SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])
+ON CONFLICT DO NOTHING
+RETURNING entry_id, seq
+"""
+
+# All postings of all entries in one statement: the database checks the balance of every
+# entry an INSERT on postings touched at the end of that statement.
+_INSERT_POSTINGS = """
+INSERT INTO postings (entry_id, line, account_id, currency, amount_minor)
+SELECT * FROM unnest($1::text[], $2::smallint[], $3::text[], $4::text[], $5::bigint[])
+"""
+
+_INSERT_PARTIES = """
+INSERT INTO entry_parties (merchant_id, seq, entry_id)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])
+"""
+
+# The balance deltas of every entry posted, summed per account and applied in account
+# order: one row lock per account, taken in the same order by every writer. Never
+# read-then-write.
+_APPLY_ENTRIES_TO_BALANCES = """
+INSERT INTO account_balances (account_id, currency, balance_minor)
+SELECT account_id, currency, sum(amount_minor)::bigint
+FROM postings
+WHERE entry_id = ANY($1::text[])
+GROUP BY account_id, currency
+ORDER BY account_id, currency
+ON CONFLICT (account_id, currency)
+DO UPDATE SET balance_minor = account_balances.balance_minor + EXCLUDED.balance_minor
+"""
+
+
+@dataclass(frozen=True)
+class _PlannedEntry:
+    event: Event
+    entry_id: str
+    kind: str
+    postings: Sequence[Posting]
+
+
+async def post_events(
+    connection: asyncpg.Connection, events: Sequence[Event], *, clock: Clock
+) -> list[str]:
+    """Post the journal entries `events` call for (ENTRY_RULES), set-wise: one statement
+    per table for the whole batch (entries, postings, parties, balances, JournalEntryPosted
+    rows).
+
+    The same rules and checks as `post_entry`, entry by entry; an event whose entry exists
+    already is skipped. Returns the ids of the entries posted, in event order.
+    Raises UnbalancedEntry or InvalidMerchantId for an event the rules refuse (the whole
+    call writes nothing then: the consumer isolates that event), ConcurrencyConflict when
+    another writer emitted for one of the entries first.
+    """
+    planned: list[_PlannedEntry] = []
+    for event in events:
+        kind, postings_of = ENTRY_RULES[type(event)]
+        postings = postings_of(event)
+        check_balanced(postings)
+        planned.append(_PlannedEntry(event, entry_id_for(event.event_id), kind, postings))
+    return await _post_planned(connection, planned, clock)
+
+
+async def _post_planned(
+    connection: Connection, planned: Sequence[_PlannedEntry], clock: Clock
+) -> list[str]:
+    if not planned:
+        return []
+    rows = await connection.fetch(
+        _INSERT_ENTRIES,
+        [entry.entry_id for entry in planned],
+        [entry.event.event_id for entry in planned],
+        [entry.kind for entry in planned],
+        [entry.event.merchant_id for entry in planned],
         # The entry takes effect when the source fact was recorded, not when the ledger
         # got round to it, so a rebuild from the log dates every entry the same.
-        event.occurred_at,
+        [entry.event.occurred_at for entry in planned],
     )
-    if seq is None:
-        log.info("journal_entry_exists", entry_id=entry_id)
-        return None
-    await _insert_postings(connection, entry_id, postings)
-    parties = sorted(
-        {
-            merchant_id
-            for posting in postings
-            if (merchant_id := merchant_of_account(posting.account_id)) is not None
-        }
-    )
+    seq_of = {row["entry_id"]: row["seq"] for row in rows}
+    new = [entry for entry in planned if entry.entry_id in seq_of]
+    for entry in planned:
+        if entry.entry_id not in seq_of:
+            log.info("journal_entry_exists", entry_id=entry.entry_id)
+    if not new:
+        return []
+    lines = [
+        (entry.entry_id, line, posting.account_id, posting.currency, posting.amount_minor)
+        for entry in new
+        for line, posting in enumerate(entry.postings, start=1)
+    ]
+    await connection.execute(_INSERT_POSTINGS, *_columns(lines, 5))
+    parties = [
+        (merchant_id, seq_of[entry.entry_id], entry.entry_id)
+        for entry in new
+        for merchant_id in _parties(entry.postings)
+    ]
     if parties:
-        await connection.execute(_INSERT_PARTIES, parties, seq, entry_id)
-    await connection.execute(_APPLY_TO_BALANCES, entry_id)
-    payload = JournalEntryPostedPayload(
-        entry_id=entry_id,
-        kind=kind,
-        source_event_id=str(event.event_id),
-        source_aggregate_id=event.aggregate_id,
-        postings=tuple(postings),
+        await connection.execute(_INSERT_PARTIES, *_columns(parties, 3))
+    entry_ids = [entry.entry_id for entry in new]
+    await connection.execute(_APPLY_ENTRIES_TO_BALANCES, entry_ids)
+    now = clock.now()
+    await append_new_streams(connection, [_entry_posted(entry, now) for entry in new])
+    # One line per batch; the correlation ids keep each payment traceable through it.
+    log.info(
+        "journal_entries_posted",
+        count=len(new),
+        kinds=sorted({entry.kind for entry in new}),
+        entry_ids=entry_ids,
+        correlation_ids=sorted({entry.event.correlation_id for entry in new}),
     )
-    await record_decision(
-        connection,
-        Decision(events=(Emit(JournalEntryPosted, payload),)),
-        stream_id=entry_id,
-        expected_version=0,
-        merchant_id=event.merchant_id,
+    return entry_ids
+
+
+def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
+    """Rows as columns, for `unnest` parameters."""
+    columns: list[list[object]] = [[] for _ in range(width)]
+    for row in rows:
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
+
+
+def _parties(postings: Sequence[Posting]) -> list[str]:
+    """The merchants whose accounts an entry's postings touch, in id order."""
+    merchants = {merchant_of_account(posting.account_id) for posting in postings}
+    return sorted(merchant for merchant in merchants if merchant is not None)
+
+
+def _entry_posted(entry: _PlannedEntry, now: datetime) -> JournalEntryPosted:
+    return new_event(
+        JournalEntryPosted,
+        JournalEntryPostedPayload(
+            entry_id=entry.entry_id,
+            kind=entry.kind,
+            source_event_id=str(entry.event.event_id),
+            source_aggregate_id=entry.event.aggregate_id,
+            postings=tuple(entry.postings),
+        ),
+        aggregate_id=entry.entry_id,
+        aggregate_version=1,
+        merchant_id=entry.event.merchant_id,
         producer=PRODUCER,
-        clock=clock,
-        cause=event,
-    )
-    log.info("journal_entry_posted", entry_id=entry_id, kind=kind)
-    return entry_id
-
-
-async def _insert_postings(
-    connection: Connection, entry_id: str, postings: Sequence[Posting]
-) -> None:
-    await connection.executemany(
-        _INSERT_POSTING,
-        [
-            (entry_id, line, posting.account_id, posting.currency, posting.amount_minor)
-            for line, posting in enumerate(postings, start=1)
-        ],
+        occurred_at=now,
+        correlation_id=entry.event.correlation_id,
+        causation_id=str(entry.event.event_id),
     )
 
 

@@ -24,7 +24,8 @@ from schemas import Message, Topic
 from schemas.payments import PaymentCreated, PaymentSucceeded
 from schemas.refunds import RefundSucceeded
 from services.common.clock import Clock
-from services.common.consumer import TRANSIENT_ERRORS, Handler
+from services.common.consumer import Handler
+from services.common.errors import TRANSIENT_ERRORS
 from services.common.service import ServiceContext, create_service_app
 from services.notifier.delivery import DeliveryDispatcher, refresh_queue_gauges
 from services.notifier.delivery_log import (
@@ -380,6 +381,7 @@ def _add_internal_routes(app: FastAPI) -> None:
             endpoint_id=body.endpoint_id,
             clock=context.clock,
         )
+        request.app.state.wake_deliveries()
         return QueuedDeliveries(queued=queued)
 
     @app.post("/internal/v1/webhook_endpoints/{endpoint_id}/replay", status_code=202)
@@ -395,6 +397,7 @@ def _add_internal_routes(app: FastAPI) -> None:
             end=body.end,
             clock=context.clock,
         )
+        request.app.state.wake_deliveries()
         return QueuedDeliveries(queued=queued)
 
 
@@ -420,9 +423,10 @@ def _event_handlers(
     settings: NotifierSettings, clock: Clock
 ) -> dict[Topic, dict[type[Message], Handler]]:
     """What the notifier does with each event, by topic: every public event is a webhook
-    (payments and refunds on payments.events, payouts on ledger.events, risk alerts to the
-    ops webhook on risk.decisions); a payment's payer is remembered from PaymentCreated,
-    and PaymentSucceeded and RefundSucceeded also queue a payer notice."""
+    (payments and refunds on payments.events, payouts on ledger.events, and to the ops
+    webhook risk alerts on risk.decisions and dead letters on operations.events); a
+    payment's payer is remembered from PaymentCreated, and PaymentSucceeded and
+    RefundSucceeded also queue a payer notice."""
     enqueue = functools.partial(
         enqueue_deliveries,
         clock=clock,
@@ -447,7 +451,9 @@ def _event_handlers(
     return handlers
 
 
-def _wiring(settings: NotifierSettings) -> Callable[[ServiceContext], Coroutine[Any, Any, None]]:
+def _wiring(
+    settings: NotifierSettings, app: FastAPI
+) -> Callable[[ServiceContext], Coroutine[Any, Any, None]]:
     async def wire(context: ServiceContext) -> None:
         # A sender that cannot be loaded stops the start, before anything is consumed.
         sender = load_sender(settings.payer_notice_sender)
@@ -464,6 +470,9 @@ def _wiring(settings: NotifierSettings) -> Callable[[ServiceContext], Coroutine[
         http_client = webhook_client(settings)
         context.on_stop.append(http_client.aclose)
         dispatcher = DeliveryDispatcher(context.pool, http_client, settings, context.clock)
+        # Deliveries this process queued are claimed at once; other processes' by the poll.
+        context.after_batch.append(lambda _applied: dispatcher.wake())
+        app.state.wake_deliveries = dispatcher.wake
 
         async def deliver_webhooks() -> None:
             await dispatcher.run()
@@ -496,7 +505,7 @@ def create_app(settings: NotifierSettings | None = None, clock: Clock | None = N
         SERVICE_NAME,
         notifier_settings,
         migration_packages=["services.notifier.migrations"],
-        wiring=_wiring(notifier_settings),
+        wiring=_wiring(notifier_settings, app),
         clock=clock,
         app=app,
     )

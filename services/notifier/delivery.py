@@ -22,9 +22,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from schemas.webhooks import WebhookEndpointDisabled, WebhookEndpointDisabledPayload
 from services.common.clock import Clock
-from services.common.consumer import TRANSIENT_ERRORS
-from services.common.db import Connection, NotifyWakeup
+from services.common.db import Connection
 from services.common.decisions import Decision, Emit
+from services.common.errors import TRANSIENT_ERRORS
 from services.common.event_store import record_decision, stream_version
 from services.common.invariant import InvariantViolation
 from services.notifier.domain import (
@@ -468,13 +468,13 @@ class DeliveryDispatcher:
         *,
         schema: str = "notifier",
     ) -> None:
-        self._wakeup_channel = f"{schema}_deliveries"  # see migration 101_delivery_notify
         self._pool = pool
         self._http_client = http_client
         self._settings = settings
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
+        self._woken = asyncio.Event()
         self._bugs: list[BaseException] = []
 
     @property
@@ -522,19 +522,26 @@ class DeliveryDispatcher:
             await asyncio.wait(set(self._tasks))
         self.raise_bug()
 
-    async def wait_for_work(self, wakeup: NotifyWakeup, timeout_s: float) -> None:
+    def wake(self) -> None:
+        """Claim at once: deliveries were queued by this process (its consumer after a
+        batch, a resend or a replay) and committed. Other processes' queued deliveries are
+        found by the poll."""
+        self._woken.set()
+
+    async def wait_for_work(self, timeout_s: float) -> None:
         """Return when deliveries were queued, a slot freed, or `timeout_s` passed."""
         waiters = {
-            asyncio.create_task(wakeup.wait(timeout_s)),
+            asyncio.create_task(self._woken.wait()),
             asyncio.create_task(self._slot_freed.wait()),
         }
         try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
         self._slot_freed.clear()
+        self._woken.clear()
 
     async def run(self) -> None:
         """Deliver for the life of the process. Cancelled at shutdown, it claims no more
@@ -543,23 +550,20 @@ class DeliveryDispatcher:
         slots; what is still running then is abandoned to its lease."""
         settings = self._settings
         try:
-            async with NotifyWakeup(self._pool, self._wakeup_channel) as new_deliveries:
-                while True:
-                    self.raise_bug()
-                    try:
-                        claimed = await self.fill()
-                    except TRANSIENT_ERRORS as error:
-                        log.warning("webhook_claim_failed", error=repr(error))
-                        await asyncio.sleep(
-                            max(settings.delivery_poll_interval_ms, WORKER_ERROR_PAUSE_MS) / 1000
-                        )
-                        continue
-                    # Slots left and deliveries claimed: more may be due, claim again.
-                    if claimed and len(self._tasks) < settings.webhook_concurrency_max:
-                        continue
-                    await self.wait_for_work(
-                        new_deliveries, settings.delivery_poll_interval_ms / 1000
+            while True:
+                self.raise_bug()
+                try:
+                    claimed = await self.fill()
+                except TRANSIENT_ERRORS as error:
+                    log.warning("webhook_claim_failed", error=repr(error))
+                    await asyncio.sleep(
+                        max(settings.delivery_poll_interval_ms, WORKER_ERROR_PAUSE_MS) / 1000
                     )
+                    continue
+                # Slots left and deliveries claimed: more may be due, claim again.
+                if claimed and len(self._tasks) < settings.webhook_concurrency_max:
+                    continue
+                await self.wait_for_work(settings.delivery_poll_interval_ms / 1000)
         finally:
             if self._tasks:
                 await asyncio.wait(

@@ -14,6 +14,7 @@ from enum import StrEnum
 from urllib.parse import urlsplit
 
 from schemas.envelope import Event
+from schemas.operations import PLATFORM_MERCHANT_ID
 from schemas.public_events import (
     OPS_EVENT_TYPES,
     PUBLIC_EVENT_TYPES,
@@ -29,8 +30,9 @@ WILDCARD = "*"
 WEBHOOK_EVENT_TYPES = {**PUBLIC_EVENT_TYPES, **OPS_EVENT_TYPES}
 SUBSCRIBABLE_EVENT_TYPES: frozenset[str] = frozenset(PUBLIC_EVENT_TYPES.values())
 OPS_ENDPOINT_ID = "we_ops"
-# The owner of the ops endpoint and of the events sent to it.
-OPS_MERCHANT_ID = "platform"
+# The owner of the ops endpoint and of the events sent to it: the platform, as on the
+# operations events the services record.
+OPS_MERCHANT_ID = PLATFORM_MERCHANT_ID
 
 # Stripe's limit: more endpoints per merchant are a configuration mistake, and the limit
 # bounds the work one event causes in the consumer.

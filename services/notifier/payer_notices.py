@@ -33,8 +33,8 @@ from schemas.money import format_amount
 from schemas.payments import PaymentCreated, PaymentSucceeded
 from schemas.refunds import RefundSucceeded
 from services.common.clock import Clock
-from services.common.consumer import TRANSIENT_ERRORS
 from services.common.db import Connection
+from services.common.errors import TRANSIENT_ERRORS
 from services.common.ids import new_prefixed_id
 from services.notifier.domain import next_attempt_delay_ms
 

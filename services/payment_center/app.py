@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from schemas import Topic
 from services.common.clock import Clock
-from services.common.consumer import TRANSIENT_ERRORS
+from services.common.errors import TRANSIENT_ERRORS
 from services.common.service import ServiceContext, create_service_app
 from services.payment_center import handlers
 from services.payment_center.settings import PaymentCenterSettings

@@ -23,6 +23,8 @@ def main() -> None:
         log_config=None,
         access_log=False,
         lifespan="on",
+        loop="uvloop",
+        http="httptools",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_TIMEOUT_S,
     )
     uvicorn.Server(config).run()

@@ -182,7 +182,14 @@ async def test_successful_payment_is_posted_once_balanced_and_announced(
             return bool(unpublished == 0)
 
         await wait_until(outbox_drained, "the relay to publish the ledger's events")
-        assert await pool.fetchval("SELECT count(*) FROM event_store") == 2
+        rows = await pool.fetch(
+            "SELECT message_type, count(*) AS n FROM event_store GROUP BY 1 ORDER BY 1"
+        )
+        # The malformed record is parked, and its dead letter announced to operations.
+        assert [(row["message_type"], row["n"]) for row in rows] == [
+            ("DeadLetterRecorded", 1),
+            ("JournalEntryPosted", 2),
+        ]
 
     ledger_records = await read_topic(
         settings.kafka_bootstrap_servers,
@@ -254,14 +261,20 @@ async def insert_entry(connection: asyncpg.Connection, lines: list[tuple[str, st
         entry_id,
         uuid.uuid4(),
     )
-    await connection.executemany(
-        "INSERT INTO postings (entry_id, line, account_id, currency, amount_minor)"
-        " VALUES ($1, $2, $3, $4, $5)",
-        [
-            (entry_id, line, account_id, currency, amount_minor)
-            for line, (account_id, currency, amount_minor) in enumerate(lines, start=1)
-        ],
-    )
+    if lines:
+        # One statement, as the ledger writes postings: the balance of every entry it
+        # touched is checked at the end of the statement.
+        await connection.execute(
+            "INSERT INTO postings (entry_id, line, account_id, currency, amount_minor)"
+            " SELECT $1, line, account_id, currency, amount_minor"
+            " FROM unnest($2::smallint[], $3::text[], $4::text[], $5::bigint[])"
+            " AS l(line, account_id, currency, amount_minor)",
+            entry_id,
+            list(range(1, len(lines) + 1)),
+            [account_id for account_id, _, _ in lines],
+            [currency for _, currency, _ in lines],
+            [amount_minor for _, _, amount_minor in lines],
+        )
     return entry_id
 
 
@@ -280,17 +293,28 @@ async def insert_entry(connection: asyncpg.Connection, lines: list[tuple[str, st
         pytest.param([], "has 0 posting", id="no-lines"),
     ],
 )
-async def test_database_refuses_an_unbalanced_entry_at_commit(
+async def test_database_refuses_an_unbalanced_entry(
     connection: asyncpg.Connection, lines: list[tuple[str, str, int]], message: str
 ) -> None:
-    inserted = False
     with pytest.raises(asyncpg.CheckViolationError, match=message):
         async with connection.transaction():
-            # The check is deferred: the inserts succeed, the commit does not.
+            # Postings are checked per statement; an entry without any, at commit.
             await insert_entry(connection, lines)
-            inserted = True
-    assert inserted, "the inserts themselves must succeed; only the commit fails"
     assert await connection.fetchval("SELECT count(*) FROM journal_entries") == 0
+
+
+async def test_postings_added_later_to_a_balanced_entry_are_checked_too(
+    connection: asyncpg.Connection,
+) -> None:
+    async with connection.transaction():
+        entry_id = await insert_entry(connection, [("a", "CNY", 100), ("b", "CNY", -100)])
+    with pytest.raises(asyncpg.CheckViolationError, match="CNY postings sum to 5"):
+        await connection.execute(
+            "INSERT INTO postings (entry_id, line, account_id, currency, amount_minor)"
+            " VALUES ($1, 3, 'c', 'CNY', 5)",
+            entry_id,
+        )
+    assert await connection.fetchval("SELECT count(*) FROM postings") == 2
 
 
 async def test_journal_rows_are_append_only(connection: asyncpg.Connection) -> None:

@@ -31,6 +31,7 @@ from schemas.payments import PaymentSucceeded, PaymentSucceededPayload
 from schemas.risk import RiskAlertKind, RiskAlertRaised, RiskAlertRaisedPayload
 from services.common.broker import build_broker
 from services.common.clock import FixedClock
+from services.common.dead_letters import DeadLetter, dead_letter_recorded
 from services.common.infrastructure import free_port
 from services.common.settings import ServiceSettings
 from services.notifier.app import create_app
@@ -490,6 +491,63 @@ async def test_a_risk_alert_is_delivered_signed_to_the_ops_webhook(
     assert document["type"] == "risk.alert"
     assert document["data"]["object"]["kind"] == "payer_failure_burst"
     assert document["data"]["object"]["subject"] == "payer-1"
+
+
+async def test_a_dead_letter_is_delivered_signed_to_the_ops_webhook(
+    settings: ServiceSettings, publisher: KafkaBroker
+) -> None:
+    receiver = Receiver()
+    secret = f"whsec_ops_{uuid.uuid4().hex}"
+    async with serving(receiver) as receiver_url:
+        notifier_settings = NotifierSettings(
+            **settings.model_dump(),
+            webhook_allowed_hosts=["127.0.0.1"],
+            webhook_retry_schedule_ms=[0, 100],
+            delivery_poll_interval_ms=50,
+            ops_webhook_url=f"{receiver_url}/ok",
+            ops_webhook_secret=secret,
+        )
+        app = create_app(notifier_settings)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://notifier"
+            ) as api,
+        ):
+            parked = DeadLetter(
+                consumer="ledger:payments.events",
+                source_topic=topic_name(Topic.PAYMENTS_EVENTS, settings.kafka_topic_prefix),
+                source_partition=1,
+                source_offset=7,
+                message_key=b"pay_1",
+                body=b"{not json",
+                reason="undecodable: body is not JSON",
+            )
+            dead_letter_id = uuid.uuid4()
+            event = dead_letter_recorded(
+                parked, dead_letter_id, service="ledger", occurred_at=datetime.now(UTC)
+            )
+            topic = topic_name(Topic.OPERATIONS_EVENTS, notifier_settings.kafka_topic_prefix)
+            await publisher.publish(encode(event), topic=topic, key=event.aggregate_id.encode())
+            await wait_until(lambda: len(receiver.on("/ok")) == 1, "the dead letter delivered")
+            (delivery,) = await deliveries_of(api, "platform", event.event_id)
+    assert (delivery["endpoint_id"], delivery["event_type"]) == ("we_ops", "dead_letter.recorded")
+    (received,) = receiver.on("/ok")
+    verify(received.headers["payrail-signature"], received.body, [secret], now=int(time.time()))
+    document = json.loads(received.body)
+    assert (document["id"], document["type"]) == (str(event.event_id), "dead_letter.recorded")
+    assert document["data"]["object"] == {
+        "id": str(dead_letter_id),
+        "object": "dead_letter",
+        "service": "ledger",
+        "consumer": "ledger:payments.events",
+        "source_topic": parked.source_topic,
+        "source_partition": 1,
+        "source_offset": 7,
+        "message_id": None,
+        "message_type": None,
+        "reason": "undecodable: body is not JSON",
+    }
 
 
 async def test_a_rotated_secret_signs_next_to_the_new_one_until_its_overlap_ends(

@@ -19,8 +19,10 @@ from schemas import Topic, decode, new_event, topic_name
 from schemas.common import Channel, FeePlan
 from schemas.payments import PaymentCreated, PaymentRequest
 from services.common.broker import DeadLetterPublisher, KafkaRecordPublisher, build_broker
-from services.common.consumer import InboxConsumer, subscribe
+from services.common.clock import SystemClock
+from services.common.consumer import BatchApplier, PartitionedConsumer, Subscription
 from services.common.db import apply_migrations, create_pool, load_migrations
+from services.common.dead_letters import DeadLetterSink
 from services.common.event_store import ConcurrencyConflict, append_events, load_stream
 from services.common.outbox import OutboundRecord, OutboxRelay
 from services.common.settings import ServiceSettings
@@ -205,26 +207,45 @@ async def test_redelivered_event_is_applied_once_and_poison_is_dead_lettered(
         if len(applied) == 2:
             both_applied.set()
 
-    consumer = InboxConsumer(
-        name="runtime-test:payments.events",
-        topic=Topic.PAYMENTS_EVENTS,
-        pool=pool,
-        handlers={PaymentCreated: record_effect},
-        dead_letters=DeadLetterPublisher(broker, settings.kafka_topic_prefix, "runtime-test"),
+    await broker.connect()
+    subscription = Subscription(
+        Topic.PAYMENTS_EVENTS, "runtime-test:payments.events", {PaymentCreated: record_effect}
     )
-    subscribe(broker, settings, consumer, group_id=f"runtime-test-{uuid.uuid4().hex[:6]}")
-    await broker.start()
-
     topic = topic_name(Topic.PAYMENTS_EVENTS, settings.kafka_topic_prefix)
-    event = payment_created(f"pay_{uuid.uuid4().hex}")
-    body = event.model_dump_json().encode()
-    after = payment_created(f"pay_{uuid.uuid4().hex}")
-    await broker.publish(body, topic=topic, key=b"k")
-    await broker.publish(b"{not json", topic=topic, key=b"k")
-    await broker.publish(body, topic=topic, key=b"k")  # the same event delivered again
-    await broker.publish(after.model_dump_json().encode(), topic=topic, key=b"k")
+    consumer = PartitionedConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"runtime-test-{uuid.uuid4().hex[:6]}",
+        client_id="runtime-test",
+        topics=[topic],
+        applier=BatchApplier(
+            group="runtime-test",
+            pool=pool,
+            subscriptions={topic: subscription},
+            dead_letters=DeadLetterSink(
+                pool,
+                service=SCHEMA,
+                clock=SystemClock(),
+                copier=DeadLetterPublisher(broker, settings.kafka_topic_prefix).copy,
+            ),
+        ),
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+    )
+    await consumer.start()
+    running = asyncio.create_task(consumer.run())
+    try:
+        event = payment_created(f"pay_{uuid.uuid4().hex}")
+        body = event.model_dump_json().encode()
+        after = payment_created(f"pay_{uuid.uuid4().hex}")
+        await broker.publish(body, topic=topic, key=b"k")
+        await broker.publish(b"{not json", topic=topic, key=b"k")
+        await broker.publish(body, topic=topic, key=b"k")  # the same event delivered again
+        await broker.publish(after.model_dump_json().encode(), topic=topic, key=b"k")
 
-    await asyncio.wait_for(both_applied.wait(), timeout=20)
+        await asyncio.wait_for(both_applied.wait(), timeout=20)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await consumer.stop()
     assert applied == [event.event_id, after.event_id]
     assert await pool.fetchval("SELECT count(*) FROM effects") == 2
 
@@ -236,3 +257,25 @@ async def test_redelivered_event_is_applied_once_and_poison_is_dead_lettered(
     assert [record.value for record in dead] == [b"{not json"]
     reason = dict(dead[0].headers)["dead_letter_reason"].decode()
     assert reason.startswith("undecodable: body is not JSON")
+    parked = await pool.fetch("SELECT consumer, body, reason, status FROM dead_letters")
+    assert [(row["consumer"], bytes(row["body"]), row["status"]) for row in parked] == [
+        ("runtime-test:payments.events", b"{not json", "parked")
+    ]
+
+
+async def test_events_appended_together_take_positions_in_version_order(
+    pool: asyncpg.Pool,
+) -> None:
+    payment_id = f"pay_{uuid.uuid4().hex}"
+    events = [payment_created(payment_id, version) for version in range(1, 8)]
+    async with pool.acquire() as connection, connection.transaction():
+        await append_events(connection, payment_id, 0, events)
+    rows = await pool.fetch(
+        "SELECT stream_version FROM event_store WHERE stream_id = $1 ORDER BY position",
+        payment_id,
+    )
+    assert [row["stream_version"] for row in rows] == list(range(1, 8))
+    async with pool.acquire() as connection:
+        assert [e.event_id for e in await load_stream(connection, payment_id)] == [
+            e.event_id for e in events
+        ]
