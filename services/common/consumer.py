@@ -520,11 +520,16 @@ class PartitionedConsumer:
         batch_size_max: int = 500,
         concurrency_max: int = 8,
         fetch_max_wait_ms: int = 500,
+        fetch_max_wait_ms_idle: int | None = None,
+        idle_after_ms: int = 1_000,
         request_timeout_ms: int = 10_000,
         revoke_wait_s: float = 10.0,
         reference_wait_s: float = 5.0,
     ) -> None:
         self.group_id = group_id
+        self._fetch_max_wait_ms_busy = fetch_max_wait_ms
+        self._fetch_max_wait_ms_idle = fetch_max_wait_ms_idle or fetch_max_wait_ms
+        self._idle_after_s = idle_after_ms / 1000
         self._applier = applier
         self._batch_size_max = batch_size_max
         self._slots = asyncio.Semaphore(concurrency_max)
@@ -561,6 +566,7 @@ class PartitionedConsumer:
             batch_size_max=settings.consumer_batch_size_max,
             concurrency_max=settings.consumer_concurrency_max,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            fetch_max_wait_ms_idle=settings.kafka_fetch_max_wait_ms_idle,
             request_timeout_ms=settings.kafka_request_timeout_ms,
         )
 
@@ -578,8 +584,14 @@ class PartitionedConsumer:
         """Fetch and dispatch until cancelled. Raises when a batch task fails unexpectedly
         (the supervisor restarts the loop; uncommitted records are redelivered)."""
         subscriptions = self._applier.subscriptions
+        last_records_at = time.monotonic()
         while True:
             batches = await self._kafka.getmany(timeout_ms=1_000, max_records=self._batch_size_max)
+            if batches:
+                last_records_at = time.monotonic()
+                self._set_fetch_wait(self._fetch_max_wait_ms_busy)
+            elif time.monotonic() - last_records_at >= self._idle_after_s:
+                self._set_fetch_wait(self._fetch_max_wait_ms_idle)
             reference = [
                 self._dispatch(partition, records)
                 for partition, records in batches.items()
@@ -594,6 +606,19 @@ class PartitionedConsumer:
                 if records and not subscriptions[partition.topic].reference:
                     self._dispatch(partition, records)
             self._raise_failed()
+
+    def _set_fetch_wait(self, wait_ms: int) -> None:
+        """Set how long the next fetches wait in the broker for records.
+
+        Short while records flow (each hop's latency), long once the consumer has been idle
+        a while: the embedded broker re-checks every partition of a waiting fetch at half
+        the remaining wait, so many short fetches on idle partitions keep it busy. aiokafka
+        reads the value from its fetcher for every request it builds; it has no public
+        setter, so a version without that attribute keeps the value it started with.
+        """
+        fetcher = getattr(self._kafka, "_fetcher", None)
+        if fetcher is not None and hasattr(fetcher, "_fetch_max_wait_ms"):
+            fetcher._fetch_max_wait_ms = wait_ms
 
     def _dispatch(self, partition: TopicPartition, records: list[Any]) -> asyncio.Task[None]:
         self._kafka.pause(partition)

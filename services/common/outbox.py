@@ -46,7 +46,7 @@ from services.common.metrics import OUTBOX_PUBLISHED
 
 log = structlog.get_logger(__name__)
 
-POLL_INTERVAL_MS_DEFAULT = 100
+POLL_INTERVAL_MS_DEFAULT = 500
 # Another relay's round lasts one batch's publish; trying again this soon keeps this
 # process's rows from waiting a whole poll interval behind it.
 LOCK_RETRY_INTERVAL_MS_DEFAULT = 20
