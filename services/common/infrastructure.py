@@ -6,6 +6,7 @@ never calls this module.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import socket
 import subprocess
@@ -123,3 +124,8 @@ def stop_embedded_postgres(handle: object) -> None:
     cleanup = getattr(handle, "cleanup", None)
     if callable(cleanup):
         cleanup()
+    # pgserver also registered its cleanup to run at exit, when it would log into streams
+    # already closed; it has run now.
+    exit_cleanup = getattr(handle, "_cleanup", None)
+    if callable(exit_cleanup):
+        atexit.unregister(exit_cleanup)
