@@ -268,7 +268,11 @@ async def produce_events(settings: ServiceSettings, events: Sequence[Event]) -> 
         topic = topic_name(Topic.PAYMENTS_EVENTS, settings.kafka_topic_prefix)
         futures = [
             await producer.send(
-                topic, value=event.model_dump_json().encode(), key=event.aggregate_id.encode()
+                topic,
+                value=event.model_dump_json().encode(),
+                key=event.aggregate_id.encode(),
+                # As the outbox relay sends them: the consumer reads the type from here.
+                headers=[("message_type", event.event_type.encode())],
             )
             for event in events
         ]

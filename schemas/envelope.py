@@ -9,6 +9,8 @@ a payload can always be validated against exactly one shape.
 from __future__ import annotations
 
 import uuid
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Annotated, ClassVar, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -38,6 +40,12 @@ def check_storable_text(value: object) -> None:
             check_storable_text(item)
 
 
+# Values that hold no text.
+_STORABLE_SCALARS: frozenset[type] = frozenset(
+    {int, bool, float, type(None), uuid.UUID, datetime, date, Decimal}
+)
+
+
 class Contract(BaseModel):
     """Base of every payload model: immutable, strict about unknown fields, and holding
     only text that can be stored."""
@@ -46,12 +54,19 @@ class Contract(BaseModel):
 
     @model_validator(mode="after")
     def _text_is_storable(self) -> Self:
-        # Runs for every model validated on every hop: the common case (ASCII text,
-        # numbers, nested models) is decided without a call.
+        # Runs for every model validated on every hop, so the common values (ASCII text,
+        # numbers, ids, times, nested models, which check themselves) are decided by
+        # their exact type, without a call or an isinstance check against a union.
         for value in self.__dict__.values():
-            if type(value) is str and value.isascii():
-                if "\x00" in value:
-                    raise ValueError("text must not contain the NUL character")
+            kind = type(value)
+            if kind is str:
+                if value.isascii():
+                    if "\x00" in value:
+                        raise ValueError("text must not contain the NUL character")
+                    continue
+                check_storable_text(value)
+            elif kind in _STORABLE_SCALARS or isinstance(value, BaseModel):
+                continue
             elif isinstance(value, str | list | tuple | dict):
                 check_storable_text(value)
         return self

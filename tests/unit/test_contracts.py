@@ -130,3 +130,37 @@ def test_the_checked_in_openapi_document_is_current_and_declares_problems() -> N
         for method, operation in operations.items():
             declared = set(operation["responses"])
             assert {"401", "422"} <= declared, f"{method.upper()} {path} declares {declared}"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("aggregate_id", "pay_\x00"),
+        ("aggregate_id", "pay_\ud800"),
+        ("causation_id", "caused-by-\x00"),
+    ],
+)
+def test_text_postgresql_cannot_store_is_refused_in_the_envelope(field: str, value: str) -> None:
+    body = created()
+    body[field] = value
+    with pytest.raises(UndecodableMessage, match="text must|unicode"):
+        decode(Topic.PAYMENTS_EVENTS, json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("text", ["Two coffees\x00", "caf\u00e9 \ud83d", "ok \x00 caf\u00e9"])
+def test_text_postgresql_cannot_store_is_refused_in_a_payload(text: str) -> None:
+    body = created()
+    payload = dict(body["payload"])  # type: ignore[call-overload]
+    payload["description"] = text
+    body["payload"] = payload
+    with pytest.raises(UndecodableMessage, match="text must|unicode"):
+        decode(Topic.PAYMENTS_EVENTS, json.dumps(body).encode())
+
+
+def test_non_ascii_text_postgresql_can_store_is_accepted() -> None:
+    body = created()
+    payload = dict(body["payload"])  # type: ignore[call-overload]
+    payload["description"] = "Deux caf\u00e9s, \u4e24\u676f\u5496\u5561"
+    body["payload"] = payload
+    message = decode(Topic.PAYMENTS_EVENTS, json.dumps(body).encode())
+    assert message.payload.description == "Deux caf\u00e9s, \u4e24\u676f\u5496\u5561"  # type: ignore[attr-defined]
