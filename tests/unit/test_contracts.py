@@ -143,7 +143,7 @@ def test_the_checked_in_openapi_document_is_current_and_declares_problems() -> N
 def test_text_postgresql_cannot_store_is_refused_in_the_envelope(field: str, value: str) -> None:
     body = created()
     body[field] = value
-    with pytest.raises(UndecodableMessage, match="text must|unicode"):
+    with pytest.raises(UndecodableMessage, match=r"text must|unicode"):
         decode(Topic.PAYMENTS_EVENTS, json.dumps(body).encode())
 
 
@@ -153,7 +153,7 @@ def test_text_postgresql_cannot_store_is_refused_in_a_payload(text: str) -> None
     payload = dict(body["payload"])  # type: ignore[call-overload]
     payload["description"] = text
     body["payload"] = payload
-    with pytest.raises(UndecodableMessage, match="text must|unicode"):
+    with pytest.raises(UndecodableMessage, match=r"text must|unicode"):
         decode(Topic.PAYMENTS_EVENTS, json.dumps(body).encode())
 
 
