@@ -54,7 +54,12 @@ async def watch_payment(
     )
     if not recorded:
         return  # seen before (a re-published event): counted once, judged once
+    # Batches of other partitions may be counting the same channel or payer at the same
+    # time: each count is taken under that subject's lock, after the rows of the batches
+    # holding it have committed, so no alert is missed between two transactions that each
+    # saw only their own rows.
     if at_channel:
+        await _lock_subject(connection, f"channel:{channel}")
         rows = await connection.fetch(
             "SELECT succeeded FROM payment_outcomes WHERE channel = $1 AND at_channel"
             " ORDER BY finished_at DESC LIMIT $2",
@@ -64,12 +69,23 @@ async def watch_payment(
         alert = monitoring.channel_alert(channel, [row["succeeded"] for row in rows], thresholds)
         await _raise(connection, alert, event.occurred_at, clock, thresholds)
     if not succeeded and payer_id is not None:
+        await _lock_subject(connection, f"payer:{payer_id}")
+        # Partitions are applied side by side, so a payer's failures may be judged out of
+        # time order: the window ending at this failure, and the one ending at the payer's
+        # latest failure seen so far, whichever holds more.
+        window = timedelta(seconds=thresholds.payer_failure_window_seconds)
         failures = await connection.fetchval(
-            "SELECT count(*) FROM payment_outcomes WHERE payer_id = $1 AND NOT succeeded"
-            " AND finished_at > $2 AND finished_at <= $3",
+            "WITH failed AS (SELECT finished_at FROM payment_outcomes"
+            "                WHERE payer_id = $1 AND NOT succeeded),"
+            " latest AS (SELECT max(finished_at) AS at FROM failed)"
+            " SELECT greatest("
+            "   (SELECT count(*) FROM failed WHERE finished_at > $2 AND finished_at <= $3),"
+            "   (SELECT count(*) FROM failed, latest"
+            "    WHERE finished_at > latest.at - $4::interval AND finished_at <= latest.at))",
             payer_id,
-            event.occurred_at - timedelta(seconds=thresholds.payer_failure_window_seconds),
+            event.occurred_at - window,
             event.occurred_at,
+            window,
         )
         alert = monitoring.payer_failure_alert(payer_id, int(failures), thresholds)
         await _raise(connection, alert, event.occurred_at, clock, thresholds)
@@ -92,6 +108,8 @@ async def watch_refund(
     )
     if not recorded:
         return
+    # As in watch_payment: the merchant's refunds are counted under its lock.
+    await _lock_subject(connection, f"merchant:{event.merchant_id}")
     since = event.occurred_at - timedelta(hours=thresholds.refund_window_hours)
     counts = await connection.fetchrow(
         "SELECT (SELECT count(*) FROM payment_outcomes WHERE merchant_id = $1 AND succeeded"
@@ -149,3 +167,9 @@ async def _raise(
         at,
     )
     log.warning("risk_alert_raised", kind=alert.kind.value, subject=alert.subject)
+
+
+async def _lock_subject(connection: asyncpg.Connection, subject: str) -> None:
+    """Hold `subject`'s lock until the transaction ends (the same key space as the
+    decision's merchant and payer locks)."""
+    await connection.execute("SELECT pg_advisory_xact_lock(hashtext('risk:' || $1))", subject)

@@ -14,6 +14,7 @@ import pytest
 
 from services.common.launcher import LauncherSettings, Platform, PlatformInfo
 from services.common.settings import ServiceSettings
+from tests.e2e.helpers import SMALL_POOLS
 from tests.infrastructure import with_database
 from tests.support.webhook_receiver import Route, WebhookReceiver
 
@@ -56,6 +57,8 @@ def platform(
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka)
+        for name, value in SMALL_POOLS.items():
+            patch.setenv(name, value)
         patch.setenv("DATABASE_URL", with_database(postgres_admin, database))
         # Notifications and webhook retries compressed so failures show within a test.
         patch.setenv("PAYRAIL_PSP_NOTIFY_RETRY_SCHEDULE_MS", "[0, 200, 500, 1000, 2000]")

@@ -16,6 +16,11 @@ from services.gateway.channels.alipay_protocol import signed
 
 T = TypeVar("T")
 
+# Every platform a test starts keeps its pools small: two test workers may each run a
+# platform (or two instances of every service) against one PostgreSQL, whose 100
+# connections the default pools (16 per process) would exhaust.
+SMALL_POOLS = {"PAYRAIL_DATABASE_POOL_SIZE_MAX": "6", "PAYRAIL_CONSUMER_CONCURRENCY_MAX": "4"}
+
 
 def eventually(probe: Callable[[], T | None], timeout_s: float = 30.0, what: str = "") -> T:
     """Poll `probe` until it returns something truthy, or fail after `timeout_s`."""

@@ -27,7 +27,7 @@ from schemas import Topic, topic_name
 from services.common.launcher import DEMO_MERCHANT_ID, LauncherSettings, Platform, PlatformInfo
 from services.common.settings import ServiceSettings
 from services.ledger import rebuild
-from tests.e2e.helpers import balance_of, eventually, new_payment
+from tests.e2e.helpers import SMALL_POOLS, balance_of, eventually, new_payment
 from tests.infrastructure import with_database
 from tests.support.kafka import read_topic
 
@@ -137,6 +137,8 @@ def test_payments_the_ledger_missed_before_a_restart_reach_it_after_the_restart(
 ) -> None:
     bootstrap, is_apache_kafka = kafka_broker
     monkeypatch.setenv("DATABASE_URL", database_url)
+    for name, value in SMALL_POOLS.items():
+        monkeypatch.setenv(name, value)
     if is_apache_kafka:
         monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
     else:

@@ -22,7 +22,7 @@ from services.common.launcher import LauncherSettings, Platform, PlatformInfo
 from services.common.settings import ServiceSettings
 from services.ledger.rebuild import rebuild_and_compare
 from tests.e2e.conftest import _create_database
-from tests.e2e.helpers import eventually, new_payment
+from tests.e2e.helpers import SMALL_POOLS, eventually, new_payment
 from tests.infrastructure import with_database
 
 CONSUMING_SERVICES = ("payment_center", "ledger", "risk", "notifier", "gateway")
@@ -45,6 +45,8 @@ def replicated(
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka)
+        for name, value in SMALL_POOLS.items():
+            patch.setenv(name, value)
         patch.setenv("DATABASE_URL", with_database(postgres_admin, database))
         running = Platform(LauncherSettings.on_free_ports(state_dir), service_settings)
         running.start()

@@ -186,4 +186,7 @@ async def test_a_burst_of_failures_from_one_payer_raises_one_alert(
     # Five failures within ten minutes alert; the sixth is within the cooldown.
     assert len(alerts) == 1
     alert = alerts[0]["payload"]
-    assert (alert["kind"], alert["subject"], alert["value"]) == ("payer_failure_burst", payer, 5.0)
+    # Five or six: the failures are keyed by payment, so batches of several partitions
+    # may judge them out of order, and the last to judge sees all six.
+    assert (alert["kind"], alert["subject"]) == ("payer_failure_burst", payer)
+    assert alert["value"] in (5.0, 6.0)

@@ -163,4 +163,5 @@ def test_non_ascii_text_postgresql_can_store_is_accepted() -> None:
     payload["description"] = "Deux caf\u00e9s, \u4e24\u676f\u5496\u5561"
     body["payload"] = payload
     message = decode(Topic.PAYMENTS_EVENTS, json.dumps(body).encode())
-    assert message.payload.description == "Deux caf\u00e9s, \u4e24\u676f\u5496\u5561"  # type: ignore[attr-defined]
+    assert isinstance(message, PaymentCreated)
+    assert message.payload.description == "Deux caf\u00e9s, \u4e24\u676f\u5496\u5561"
