@@ -93,6 +93,8 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
+COMMIT_RETRY_PAUSE_S = 0.5
+
 Handler = Callable[[asyncpg.Connection, Any], Awaitable[None]]
 # A handler for set-shaped work: the messages of one batch seen for the first time, in
 # offset order, inside the batch's transaction.
@@ -535,6 +537,7 @@ class PartitionedConsumer:
         self._slots = asyncio.Semaphore(concurrency_max)
         self._revoke_wait_s = revoke_wait_s
         self._reference_wait_s = reference_wait_s
+        self._stop_wait_s = request_timeout_ms / 1000
         self._topics = list(topics)
         self._in_flight: dict[TopicPartition, asyncio.Task[None]] = {}
         self._pending_commits: dict[TopicPartition, int] = {}
@@ -578,9 +581,22 @@ class PartitionedConsumer:
         await self._kafka.start()
 
     async def stop(self) -> None:
-        """Let batches in flight finish (bounded), commit, then leave the group."""
-        await self.finish_in_flight(set(self._in_flight) | set(self._pending_commits))
-        await self._kafka.stop()
+        """Let batches in flight finish (bounded), commit, then leave the group.
+
+        Bounded as a whole: a commit or a group leave that the broker never answers must
+        not hold a service's shutdown; what was not committed is redelivered to the next
+        member, and its inbox drops it.
+        """
+        try:
+            async with asyncio.timeout(self._revoke_wait_s + self._stop_wait_s):
+                await self.finish_in_flight(set(self._in_flight) | set(self._pending_commits))
+        except TimeoutError:
+            log.warning("consumer_stop_commit_timed_out", group=self.group_id)
+        try:
+            async with asyncio.timeout(self._stop_wait_s):
+                await self._kafka.stop()
+        except TimeoutError:
+            log.warning("consumer_stop_timed_out", group=self.group_id)
 
     async def run(self) -> None:
         """Fetch and dispatch until cancelled. Raises when a batch task fails unexpectedly
@@ -661,31 +677,37 @@ class PartitionedConsumer:
         while True:
             await self._commit_wanted.wait()
             self._commit_wanted.clear()
-            await self._commit_pending(None)
+            if not await self._commit_pending(None):
+                # The broker is away: the offsets wait for the next try, not a busy loop.
+                await asyncio.sleep(COMMIT_RETRY_PAUSE_S)
 
-    async def _commit_pending(self, partitions: set[TopicPartition] | None) -> None:
-        """Commit the pending offsets of `partitions` (all when None)."""
+    async def _commit_pending(self, partitions: set[TopicPartition] | None) -> bool:
+        """Commit the pending offsets of `partitions` (all when None). Returns False when
+        the broker could not be reached (the offsets stay pending)."""
         offsets = {
             partition: offset
             for partition, offset in self._pending_commits.items()
             if partitions is None or partition in partitions
         }
         if not offsets:
-            return
+            return True
         for partition in offsets:
             del self._pending_commits[partition]
         try:
-            await self._kafka.commit(offsets)
+            async with asyncio.timeout(self._stop_wait_s):
+                await self._kafka.commit(offsets)
         except (CommitFailedError, IllegalStateError) as error:
             # The partitions moved to another member: it re-reads from the last committed
             # offsets, and the inbox makes the repeat harmless.
             log.warning("consumer_commit_skipped", count=len(offsets), error=repr(error))
-        except KafkaError as error:
+        except (KafkaError, TimeoutError) as error:
             # Tried again with the next commit, unless newer offsets replaced them.
             log.warning("consumer_commit_failed", count=len(offsets), error=repr(error))
             for partition, offset in offsets.items():
                 self._pending_commits.setdefault(partition, offset)
             self._commit_wanted.set()
+            return False
+        return True
 
     def _raise_failed(self) -> None:
         for partition, task in list(self._in_flight.items()):

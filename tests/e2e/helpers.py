@@ -18,8 +18,14 @@ T = TypeVar("T")
 
 # Every platform a test starts keeps its pools small: two test workers may each run a
 # platform (or two instances of every service) against one PostgreSQL, whose 100
-# connections the default pools (16 per process) would exhaust.
-SMALL_POOLS = {"PAYRAIL_DATABASE_POOL_SIZE_MAX": "6", "PAYRAIL_CONSUMER_CONCURRENCY_MAX": "4"}
+# connections the default pools (16 per process) would exhaust. Its consumers also wait
+# less in the broker when idle, so the first payment after a pause between tests is not
+# held up to half a second per hop while the other worker loads both cores.
+SMALL_POOLS = {
+    "PAYRAIL_DATABASE_POOL_SIZE_MAX": "6",
+    "PAYRAIL_CONSUMER_CONCURRENCY_MAX": "4",
+    "PAYRAIL_KAFKA_FETCH_MAX_WAIT_MS_IDLE": "250",
+}
 
 
 def eventually(probe: Callable[[], T | None], timeout_s: float = 30.0, what: str = "") -> T:
