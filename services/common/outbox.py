@@ -103,13 +103,15 @@ class KafkaClusterIdentity:
             bootstrap_servers=self._bootstrap_servers,
             request_timeout_ms=self._request_timeout_ms,
         )
-        # Starting the client and the request each take up to one request timeout.
-        async with asyncio.timeout(2 * self._request_timeout_ms / 1000):
-            try:
+        try:
+            # Starting the client and the request each take up to one request timeout.
+            async with asyncio.timeout(2 * self._request_timeout_ms / 1000):
                 await admin.start()
                 description = await admin.describe_cluster()
-            finally:
-                await admin.close()
+        finally:
+            # Closed outside the deadline: a close cut short by it would leave the
+            # client's connections open.
+            await asyncio.shield(admin.close())
         cluster_id = description.get("cluster_id")
         if not cluster_id:
             raise BrokerIdentityUnknown(f"{self._bootstrap_servers} names no cluster id")
