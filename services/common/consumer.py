@@ -69,6 +69,7 @@ from services.common.errors import (
     backoff_s,
     is_transient,
 )
+from services.common.invariant import invariant
 from services.common.metrics import (
     CONSUMER_BATCH_RECORDS,
     CONSUMER_LAG,
@@ -159,7 +160,6 @@ class BatchOutcome:
     duplicate: int = 0
     skipped: int = 0
     dead_lettered: int = 0
-    attempts: int = 1
 
 
 def _header(record: Record, name: str) -> str | None:
@@ -310,7 +310,6 @@ class BatchApplier:
                     if not is_transient(error):
                         raise
                     attempt += 1
-                    outcome.attempts += 1
                     CONSUMER_TRANSIENT_RETRIES.labels(self.group).inc()
                     if attempt >= self.retry.retry_count_max:
                         if not held:
@@ -342,6 +341,12 @@ class BatchApplier:
 
     async def _apply_together(self, pending: Sequence[_Pending]) -> int:
         """One transaction: the inbox rows of the whole batch, then the new messages."""
+        subscription = pending[0].subscription
+        # A batch comes from one partition, and a partition belongs to one topic.
+        invariant(
+            all(item.subscription is subscription for item in pending),
+            "a batch mixes subscriptions",
+        )
         async with self.pool.acquire() as connection, connection.transaction():
             fresh = await record_in_inbox(
                 connection,
@@ -359,27 +364,24 @@ class BatchApplier:
                     new.append(item)
             await self._handle(
                 cast(asyncpg.Connection, connection),
-                [(item.subscription, item.message) for item in new],
+                subscription,
+                [item.message for item in new],
             )
         if new and self.on_commit is not None:
             self.on_commit([item.message for item in new])
         return len(new)
 
     async def _handle(
-        self, connection: asyncpg.Connection, new: Sequence[tuple[Subscription, Message]]
+        self,
+        connection: asyncpg.Connection,
+        subscription: Subscription,
+        messages: Sequence[Message],
     ) -> None:
-        index = 0
-        while index < len(new):
-            subscription, message = new[index]
-            if subscription.batch_handler is not None:
-                # Consecutive messages of one subscription go together (a partition
-                # belongs to one topic, so this is the whole batch).
-                end = index
-                while end < len(new) and new[end][0] is subscription:
-                    end += 1
-                await subscription.batch_handler(connection, [m for _, m in new[index:end]])
-                index = end
-                continue
+        """Hand the new messages of one subscription's batch to its handlers, in order."""
+        if subscription.batch_handler is not None:
+            await subscription.batch_handler(connection, messages)
+            return
+        for message in messages:
             with structlog.contextvars.bound_contextvars(
                 correlation_id=message.correlation_id,
                 message_id=str(message.message_id),
@@ -387,7 +389,6 @@ class BatchApplier:
                 consumer=subscription.inbox_name,
             ):
                 await subscription.handlers[type(message)](connection, message)
-            index += 1
 
     async def redrive_requested(self, limit: int = 100) -> int:
         """Apply the dead letters an operator asked to redrive (`payrail dead-letters
@@ -455,7 +456,7 @@ class BatchApplier:
         )
         if not fresh:
             return None
-        await self._handle(connection, [(subscription, message)])
+        await self._handle(connection, subscription, [message])
         return message
 
     @staticmethod
