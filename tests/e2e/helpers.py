@@ -25,6 +25,11 @@ SMALL_POOLS = {
     "PAYRAIL_DATABASE_POOL_SIZE_MAX": "6",
     "PAYRAIL_CONSUMER_CONCURRENCY_MAX": "4",
     "PAYRAIL_KAFKA_FETCH_MAX_WAIT_MS_IDLE": "250",
+    # A test that makes a channel fail holds its partition of channel.commands until the
+    # fault is lifted (a transient error is retried, never skipped); the retries of the
+    # held batch come back within half a second, not five, so the next test's payments
+    # queued behind it are not held past their create wait.
+    "PAYRAIL_CONSUMER_RETRY_BACKOFF_MS_MAX": "500",
 }
 
 
