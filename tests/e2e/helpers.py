@@ -22,8 +22,8 @@ T = TypeVar("T")
 # less in the broker when idle, so the first payment after a pause between tests is not
 # held up to half a second per hop while the other worker loads both cores.
 SMALL_POOLS = {
-    "PAYRAIL_DATABASE_POOL_SIZE_MAX": "6",
-    "PAYRAIL_CONSUMER_CONCURRENCY_MAX": "4",
+    "PAYRAIL_DATABASE_POOL_SIZE_MAX": "4",
+    "PAYRAIL_CONSUMER_CONCURRENCY_MAX": "2",
     "PAYRAIL_KAFKA_FETCH_MAX_WAIT_MS_IDLE": "250",
     # A test that makes a channel fail holds its partition of channel.commands until the
     # fault is lifted (a transient error is retried, never skipped); the retries of the
