@@ -11,9 +11,9 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, ClassVar, Self
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.topics import Topic
 
@@ -52,11 +52,13 @@ class Contract(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    @model_validator(mode="after")
-    def _text_is_storable(self) -> Self:
-        # Runs for every model validated on every hop, so the common values (ASCII text,
-        # numbers, ids, times, nested models, which check themselves) are decided by
-        # their exact type, without a call or an isinstance check against a union.
+    def model_post_init(self, context: Any, /) -> None:
+        # Runs once when a model is built (pydantic reports a ValueError here as a
+        # ValidationError), not again each time a built model is passed into another, as an
+        # after-validator would. It runs for every model on every hop, so the common values
+        # (ASCII text, numbers, ids, times, nested models, which checked themselves when
+        # they were built) are decided by their exact type, without a call or an
+        # isinstance check against a union.
         for value in self.__dict__.values():
             kind = type(value)
             if kind is str:
@@ -67,9 +69,16 @@ class Contract(BaseModel):
                 check_storable_text(value)
             elif kind in _STORABLE_SCALARS or isinstance(value, BaseModel):
                 continue
-            elif isinstance(value, str | list | tuple | dict):
+            elif _holds_text(value):
                 check_storable_text(value)
-        return self
+
+
+def _holds_text(value: object) -> bool:
+    """Whether `value` is a container that may hold text to check; a tuple of models (a
+    payload's lines) checked itself when its models were built."""
+    if type(value) is tuple and all(isinstance(item, BaseModel) for item in value):
+        return False
+    return isinstance(value, str | list | tuple | dict)
 
 
 class Event(Contract):

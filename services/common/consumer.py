@@ -100,6 +100,18 @@ Handler = Callable[[asyncpg.Connection, Any], Awaitable[None]]
 # A handler for set-shaped work: the messages of one batch seen for the first time, in
 # offset order, inside the batch's transaction.
 BatchHandler = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[None]]
+# The advisory lock keys the handlers of these messages will take, asked for before any of
+# them runs so that the whole transaction takes its locks in one global order.
+LockKeys = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[Iterable[str]]]
+
+# Takes the transaction-scoped advisory locks of `$1` (keys, hashed as the handlers hash
+# them) in ascending lock-id order: two transactions that lock through here never wait on
+# each other in a cycle. The sorted subquery feeds the aggregate row by row, in order.
+_LOCK_IN_ORDER = (
+    "SELECT count(pg_advisory_xact_lock(lock_id))"
+    " FROM (SELECT DISTINCT hashtext(key) AS lock_id FROM unnest($1::text[]) AS key"
+    "       ORDER BY lock_id) AS ordered"
+)
 
 
 class Record(Protocol):
@@ -138,12 +150,14 @@ class Subscription:
         batch_handler: BatchHandler | None = None,
         *,
         reference: bool = False,
+        lock_keys: LockKeys | None = None,
     ) -> None:
         self.topic = topic
         self.inbox_name = inbox_name
         self.handlers = dict(handlers)
         self.batch_handler = batch_handler
         self.reference = reference
+        self.lock_keys = lock_keys
         self.handled_type_names = frozenset(_type_name(cls) for cls in handlers)
 
 
@@ -378,6 +392,10 @@ class BatchApplier:
         messages: Sequence[Message],
     ) -> None:
         """Hand the new messages of one subscription's batch to its handlers, in order."""
+        if subscription.lock_keys is not None and messages:
+            keys = sorted(set(await subscription.lock_keys(connection, messages)))
+            if keys:
+                await connection.fetchval(_LOCK_IN_ORDER, keys)
         if subscription.batch_handler is not None:
             await subscription.batch_handler(connection, messages)
             return

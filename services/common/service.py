@@ -31,6 +31,7 @@ from services.common.consumer import (
     BatchApplier,
     BatchHandler,
     Handler,
+    LockKeys,
     PartitionedConsumer,
     RetryPolicy,
     Subscription,
@@ -79,6 +80,7 @@ class ServiceContext:
         handlers: Mapping[type[Message], Handler],
         *,
         batch_handler: BatchHandler | None = None,
+        lock_keys: LockKeys | None = None,
     ) -> Subscription:
         """Have this service's consumer read `topic` through its idempotent inbox.
 
@@ -92,6 +94,7 @@ class ServiceContext:
             f"{self.name}:{topic.value}",
             handlers,
             batch_handler=batch_handler,
+            lock_keys=lock_keys,
             # Merchant profiles govern how the other messages are handled.
             reference=topic is Topic.MERCHANTS_EVENTS,
         )

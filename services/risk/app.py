@@ -25,6 +25,7 @@ from schemas.risk import BlocklistChangedPayload, FiredRule, PayerKey, RiskRules
 from services.common.clock import Clock
 from services.common.service import ServiceContext, create_service_app
 from services.risk import handlers, watch
+from services.risk.locks import batch_lock_keys
 from services.risk.settings import RiskSettings
 
 router = APIRouter(prefix="/internal/v1")
@@ -170,6 +171,7 @@ def create_app(settings: RiskSettings | None = None, clock: Clock | None = None)
                     watch.watch_refund, clock=context.clock, thresholds=thresholds
                 ),
             },
+            lock_keys=batch_lock_keys,
         )
 
     app = create_service_app(

@@ -36,6 +36,7 @@ from services.common.decisions import Decision, Emit
 from services.common.event_store import record_decision, stream_version
 from services.common.invariant import InvariantViolation
 from services.risk import domain
+from services.risk.locks import lock_subject
 
 log = structlog.get_logger(__name__)
 
@@ -189,15 +190,12 @@ async def decide_payment(
     )
     # Decisions of one merchant (and of one payer) are taken one at a time, so two
     # payments decided at once cannot both pass a limit that only one of them fits.
-    await connection.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('risk:merchant:' || $1))", merchant_id
-    )
+    # In a consumer batch these locks were taken already, in order (services/risk/locks.py).
+    await lock_subject(connection, "merchant", merchant_id)
     keys = domain.payer_keys(terms.payer)
     payer_id = keys.get(PayerKey.PAYER)
     if payer_id is not None:
-        await connection.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('risk:payer:' || $1))", payer_id
-        )
+        await lock_subject(connection, "payer", payer_id)
     if await connection.fetchval(
         "SELECT true FROM payment_observations WHERE payment_id = $1", facts.payment_id
     ):

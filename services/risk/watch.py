@@ -16,6 +16,7 @@ from services.common.db import Connection
 from services.common.decisions import Decision, Emit
 from services.common.event_store import record_decision, stream_version
 from services.risk import monitoring
+from services.risk.locks import lock_subject
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +60,7 @@ async def watch_payment(
     # holding it have committed, so no alert is missed between two transactions that each
     # saw only their own rows.
     if at_channel:
-        await _lock_subject(connection, f"channel:{channel}")
+        await lock_subject(connection, "channel", channel)
         rows = await connection.fetch(
             "SELECT succeeded FROM payment_outcomes WHERE channel = $1 AND at_channel"
             " ORDER BY finished_at DESC LIMIT $2",
@@ -69,7 +70,7 @@ async def watch_payment(
         alert = monitoring.channel_alert(channel, [row["succeeded"] for row in rows], thresholds)
         await _raise(connection, alert, event.occurred_at, clock, thresholds)
     if not succeeded and payer_id is not None:
-        await _lock_subject(connection, f"payer:{payer_id}")
+        await lock_subject(connection, "payer", payer_id)
         # Partitions are applied side by side, so a payer's failures may be judged out of
         # time order: the window ending at this failure, and the one ending at the payer's
         # latest failure seen so far, whichever holds more.
@@ -109,7 +110,7 @@ async def watch_refund(
     if not recorded:
         return
     # As in watch_payment: the merchant's refunds are counted under its lock.
-    await _lock_subject(connection, f"merchant:{event.merchant_id}")
+    await lock_subject(connection, "merchant", event.merchant_id)
     since = event.occurred_at - timedelta(hours=thresholds.refund_window_hours)
     counts = await connection.fetchrow(
         "SELECT (SELECT count(*) FROM payment_outcomes WHERE merchant_id = $1 AND succeeded"
@@ -167,9 +168,3 @@ async def _raise(
         at,
     )
     log.warning("risk_alert_raised", kind=alert.kind.value, subject=alert.subject)
-
-
-async def _lock_subject(connection: asyncpg.Connection, subject: str) -> None:
-    """Hold `subject`'s lock until the transaction ends (the same key space as the
-    decision's merchant and payer locks)."""
-    await connection.execute("SELECT pg_advisory_xact_lock(hashtext('risk:' || $1))", subject)
