@@ -114,6 +114,21 @@ class PaymentConflict(PaymentError):
     code = "payment_conflict"
 
 
+class ForeignMerchant(PaymentError):
+    """An input that names another merchant than the payment's: forged, or misrouted."""
+
+    code = "merchant_mismatch"
+
+
+def check_same_merchant(state: Payment | None, payment_id: str, merchant_id: str) -> None:
+    """Raise ForeignMerchant when `state` is a payment of another merchant than
+    `merchant_id`. Nothing is checked for a payment that does not exist yet."""
+    if state is not None and state.merchant_id != merchant_id:
+        raise ForeignMerchant(
+            f"{payment_id} belongs to merchant {state.merchant_id}, not {merchant_id}"
+        )
+
+
 class UnknownPayment(PaymentError):
     """An input for a payment that was never created."""
 

@@ -93,6 +93,9 @@ async def decide_payment(
     """
     payment_id = message.aggregate_id
     state = domain.replay(await load_stream(connection, payment_id))
+    # Every input acts on the payment named by its id; one that names another merchant
+    # would let that merchant cancel or refund a payment not its own.
+    domain.check_same_merchant(state, payment_id, message.merchant_id)
     decision = DECIDERS[type(message)](state, message.payload)  # type: ignore[union-attr]
     if decision.is_empty:
         log.info("payment_input_ignored", payment_id=payment_id, status=state and state.status)

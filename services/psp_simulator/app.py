@@ -77,6 +77,15 @@ def create_app(settings: PspSimulatorSettings, *, clock: Clock | None = None) ->
                 await asyncio.sleep(faults.latency_ms / 1000)
             if faults.unavailable:
                 return JSONResponse({"detail": f"{channel} is unavailable"}, status_code=503)
+            if request.method == "POST":
+                response = await call_next(request)
+                status = context.faults.take_answer_after_work(channel)
+                if status is None:
+                    return response
+                return JSONResponse(
+                    {"error": "fault_answer", "message": f"{channel} answered {status} after work"},
+                    status_code=status,
+                )
         return await call_next(request)
 
     @app.get("/healthz")

@@ -7,7 +7,7 @@ in-memory state of the one simulator process.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +27,7 @@ CHANNEL_PATH_PREFIXES: Final[dict[Rail, str]] = {
     BANK_RAIL: "/bank/",
 }
 LATENCY_MS_MAX: Final = 30_000
+ANSWERS_AFTER_WORK_MAX: Final = 20
 
 
 class ChannelFaults(BaseModel):
@@ -66,6 +67,14 @@ class ChannelFaults(BaseModel):
     fail_payouts: bool = Field(
         default=False, description="Bank rail only: payouts are accepted, then end failed."
     )
+    answers_after_work: tuple[Annotated[int, Field(ge=400, le=599)], ...] = Field(
+        default=(),
+        max_length=ANSWERS_AFTER_WORK_MAX,
+        description="The next POSTs to the rail's API do their work (a trade, refund or "
+        "payout is created or found again as usual), then answer with these HTTP statuses "
+        "in turn instead of their own answer: the request reached the rail, but the caller "
+        "is told otherwise, e.g. [429, 503]. Setting the faults again starts the list anew.",
+    )
 
 
 class FaultBoard:
@@ -74,15 +83,28 @@ class FaultBoard:
     def __init__(self, initial: ChannelFaults | None = None) -> None:
         self._initial = initial or ChannelFaults()
         self._faults: dict[Rail, ChannelFaults] = {}
+        # How many of each rail's `answers_after_work` were given since its faults were set.
+        self._answers_given: dict[Rail, int] = {}
 
     def of(self, rail: Rail) -> ChannelFaults:
         return self._faults.get(rail, self._initial)
 
     def set(self, rail: Rail, faults: ChannelFaults) -> None:
         self._faults[rail] = faults
+        self._answers_given.pop(rail, None)
 
     def reset(self) -> None:
         self._faults.clear()
+        self._answers_given.clear()
+
+    def take_answer_after_work(self, rail: Rail) -> int | None:
+        """The status the next POST to `rail` answers after doing its work, if any is left."""
+        given = self._answers_given.get(rail, 0)
+        answers = self.of(rail).answers_after_work
+        if given >= len(answers):
+            return None
+        self._answers_given[rail] = given + 1
+        return answers[given]
 
     def snapshot(self) -> dict[str, ChannelFaults]:
         return {str(rail): self.of(rail) for rail in RAILS}

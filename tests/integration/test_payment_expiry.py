@@ -75,7 +75,7 @@ async def test_an_unpaid_payment_expires_when_the_clock_passes_its_expiry(
                 key=payment_id.encode(),
             )
             await wait_until(
-                lambda: _has(settings.database_url, payment_id, ["PaymentCreated"]),
+                lambda: stream_types_are(settings.database_url, payment_id, ["PaymentCreated"]),
                 timeout_s=30,
                 what="the payment to be created",
             )
@@ -89,7 +89,7 @@ async def test_an_unpaid_payment_expires_when_the_clock_passes_its_expiry(
             assert await stream_types(settings.database_url, payment_id) == ["PaymentCreated"]
             clock.advance(timedelta(microseconds=1))
             await wait_until(
-                lambda: _has(
+                lambda: stream_types_are(
                     settings.database_url, payment_id, ["PaymentCreated", "PaymentExpired"]
                 ),
                 timeout_s=10,
@@ -111,5 +111,5 @@ async def test_an_unpaid_payment_expires_when_the_clock_passes_its_expiry(
         await connection.close()
 
 
-async def _has(database_url: str, payment_id: str, types: list[str]) -> bool:
+async def stream_types_are(database_url: str, payment_id: str, types: list[str]) -> bool:
     return await stream_types(database_url, payment_id) == types

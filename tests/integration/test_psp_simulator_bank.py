@@ -1,6 +1,8 @@
 """The bank rail client against the real PSP simulator over HTTP on 127.0.0.1: a payout
 is accepted once per reference, paid (or failed under the `fail_payouts` fault) a moment
-later, and its signed notification verifies; a forged one does not."""
+later, and its signed notification verifies; a forged one does not. Only an invalid
+request is a refusal: a rail that took the payout and answered 429 or 503 leaves it
+unknown, and sending it again pays it once."""
 
 from __future__ import annotations
 
@@ -74,11 +76,12 @@ async def test_a_payout_is_accepted_once_then_paid_with_a_signed_notification(
             payout_id=payout_id, amount_minor=12_951, currency="CNY", beneficiary="mch_1"
         )
         assert first == again
-        with pytest.raises(ChannelRejected) as conflict:
+        # The same id with other terms: a transfer under that id exists and may be paid, so
+        # the answer is no refusal of this payout.
+        with pytest.raises(ChannelUnavailable, match="reference_conflict"):
             await client.send_payout(
                 payout_id=payout_id, amount_minor=1, currency="CNY", beneficiary="mch_1"
             )
-        assert conflict.value.code == "reference_conflict"
         await wait_until(lambda: bool(receiver.bodies), what="notified", timeout_s=NOTIFY_TIMEOUT_S)
         result = client.read_notification(receiver.bodies[0], receiver.headers[0])
         assert (result.payout_id, result.paid, result.bank_reference) == (payout_id, True, first)
@@ -129,3 +132,68 @@ async def test_payouts_fail_under_the_fault_and_an_outage_is_unknown_not_refused
                 currency="CNY",
                 beneficiary="mch_1",
             )
+
+
+async def test_a_payout_the_rail_took_but_answered_429_then_503_is_unknown_and_paid_once(
+    http_client: httpx.AsyncClient,
+) -> None:
+    receiver = Receiver()
+    async with (
+        running_bank() as psp_url,
+        running_receiver(receiver) as notify_url,
+    ):
+        client = rail(psp_url, notify_url, http_client)
+        await set_faults(http_client, psp_url, "bank", answers_after_work=[429, 503])
+        payout_id = f"po_{uuid.uuid4().hex}"
+        for _ in range(2):
+            # The rail created the transfer, then said 429 (and 503 on the retry): neither
+            # is a refusal, so the payout must not be recorded failed and paid again.
+            with pytest.raises(ChannelUnavailable, match=r"HTTP (429|503)"):
+                await client.send_payout(
+                    payout_id=payout_id, amount_minor=700, currency="CNY", beneficiary="mch_1"
+                )
+        bank_reference = await client.send_payout(
+            payout_id=payout_id, amount_minor=700, currency="CNY", beneficiary="mch_1"
+        )
+        await wait_until(lambda: bool(receiver.bodies), what="notified", timeout_s=NOTIFY_TIMEOUT_S)
+        result = client.read_notification(receiver.bodies[0], receiver.headers[0])
+        assert (result.payout_id, result.paid, result.bank_reference) == (
+            payout_id,
+            True,
+            bank_reference,
+        )
+        listed = await http_client.get(
+            f"{psp_url}/bank/v1/payouts/{payout_id}", headers={"X-API-Key": "bank-key"}
+        )
+        assert listed.status_code == 200 and listed.json()["bank_reference"] == bank_reference
+        assert len(receiver.bodies) == 1  # one transfer, notified once
+
+
+@pytest.mark.parametrize("status", [403, 404, 408, 409, 425, 429])
+async def test_an_ambiguous_client_error_is_unknown_not_a_refusal(
+    http_client: httpx.AsyncClient, status: int
+) -> None:
+    async with running_bank() as psp_url:
+        client = rail(psp_url, "http://127.0.0.1:9/unused", http_client)
+        await set_faults(http_client, psp_url, "bank", answers_after_work=[status])
+        with pytest.raises(ChannelUnavailable):
+            await client.send_payout(
+                payout_id=f"po_{uuid.uuid4().hex}",
+                amount_minor=700,
+                currency="CNY",
+                beneficiary="mch_1",
+            )
+
+
+async def test_an_invalid_request_answer_is_a_refusal(http_client: httpx.AsyncClient) -> None:
+    async with running_bank() as psp_url:
+        client = rail(psp_url, "http://127.0.0.1:9/unused", http_client)
+        await set_faults(http_client, psp_url, "bank", answers_after_work=[422])
+        with pytest.raises(ChannelRejected) as refused:
+            await client.send_payout(
+                payout_id=f"po_{uuid.uuid4().hex}",
+                amount_minor=700,
+                currency="CNY",
+                beneficiary="mch_1",
+            )
+        assert refused.value.code == "fault_answer"

@@ -462,3 +462,12 @@ def test_a_cancelled_order_refunds_a_paid_payment_once_when_asked() -> None:
     state = apply(state, decision, "pay_1")
     assert state.status is PaymentStatus.SUCCEEDED
     assert domain.cancel_payment(state, CancelPaymentPayload(refund_if_paid=True)).is_empty
+
+
+def test_an_input_naming_another_merchant_is_refused_before_any_decision() -> None:
+    state = payment_requiring_payment(terms())
+    domain.check_same_merchant(state, "pay_1", "mch_a")
+    domain.check_same_merchant(None, "pay_new", "mch_b")  # nothing to compare with yet
+    with pytest.raises(domain.ForeignMerchant, match="belongs to merchant mch_a, not mch_b"):
+        domain.check_same_merchant(state, "pay_1", "mch_b")
+    assert domain.ForeignMerchant.code == "merchant_mismatch"

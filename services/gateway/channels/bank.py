@@ -16,6 +16,12 @@ from services.gateway.channels import bank_protocol as protocol
 from services.gateway.channels.base import ChannelRejected, ChannelUnavailable, InvalidNotification
 
 ANSWER_BYTES_MAX = 16_384
+# The only answers that say the rail refused the payout before moving any money: the
+# request itself was invalid. Every other status, 4xx included (403, 404, 408, 409, 425,
+# 429: a gateway, a proxy or a throttle in front of the rail may answer them after the
+# rail accepted the transfer), leaves the outcome unknown, and the payout is sent again
+# under the same id, which the rail treats as its idempotency key.
+DEFINITE_REFUSAL_STATUSES = frozenset({400, 422})
 
 
 @dataclass(frozen=True)
@@ -53,8 +59,9 @@ class BankRailClient:
         """Ask the rail to pay; returns its reference for the payout (it finishes later).
 
         Safe to retry: the payout id is the rail's idempotency key. Raises ChannelRejected
-        when the rail refuses (a 4xx other than 401), ChannelUnavailable when the outcome
-        is unknown (timeout, connection error, 5xx, 401, an answer about something else).
+        when the rail refuses the request as invalid (400 or 422), ChannelUnavailable when
+        the outcome is unknown (timeout, connection error, any other status, a reference
+        conflict, an answer about something else).
         """
         instruction = protocol.PayoutInstruction(
             reference=payout_id,
@@ -74,7 +81,7 @@ class BankRailClient:
             raise ChannelUnavailable(f"bank rail: {type(error).__name__}: {error}") from error
         if len(answer.content) > ANSWER_BYTES_MAX:
             raise ChannelUnavailable("bank rail answer is too large")
-        if answer.status_code >= 500 or answer.status_code == 401:
+        if answer.status_code not in DEFINITE_REFUSAL_STATUSES and answer.status_code >= 300:
             raise ChannelUnavailable(f"bank rail answered HTTP {answer.status_code}")
         try:
             body = answer.json()
@@ -82,10 +89,13 @@ class BankRailClient:
             raise ChannelUnavailable("bank rail answer is not JSON") from error
         if not isinstance(body, dict):
             raise ChannelUnavailable("bank rail answer is not an object")
-        if answer.status_code >= 400:
-            raise ChannelRejected(
-                str(body.get("error", "payout_rejected"))[:48], str(body.get("message", ""))
-            )
+        if answer.status_code in DEFINITE_REFUSAL_STATUSES:
+            code = str(body.get("error", "payout_rejected"))[:48]
+            if code == protocol.ERROR_REFERENCE_CONFLICT:
+                # A transfer under this payout id exists already, with other terms: it may
+                # be paid, so this payout is anything but refused.
+                raise ChannelUnavailable(f"bank rail: {code}: {body.get('message', '')}")
+            raise ChannelRejected(code, str(body.get("message", "")))
         if body.get("reference") != payout_id or not body.get("bank_reference"):
             raise ChannelUnavailable("bank rail answer is about another payout")
         return str(body["bank_reference"])

@@ -81,8 +81,10 @@ _REFUND_EVENT_STATUSES: Final = {
     protocol.EVENT_REFUND_CLOSED: protocol.REFUND_STATUS_CLOSED,
 }
 # 4xx statuses that say nothing final about the request: authentication (our key or our
-# clock is off, fixable without changing the request), a timeout, or rate limiting.
-_INCONCLUSIVE_CLIENT_ERRORS: Final = frozenset({401, 408, 429})
+# clock is off, fixable without changing the request), a timeout, a conflict with a request
+# still in progress, a replay refused as too early, or rate limiting. The request may have
+# been carried out all the same.
+_INCONCLUSIVE_CLIENT_ERRORS: Final = frozenset({401, 408, 409, 425, 429})
 _ERROR_CODE_CHARACTERS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
