@@ -1,17 +1,19 @@
 """The PSP simulator's HTTP app: every simulated channel, plus fault injection.
 
 Routes:
-- the Alipay-style channel (`/alipay/...`, payer pages `/pay/...`), see `alipay.py`;
-- the WeChat-Pay-style channel (`/wechatpay/...`), see `wechat_pay.py`;
-- the card channel (`/card/...`), see `card.py`;
-- the bank rail that pays merchants out (`/bank/...`), see `bank.py`;
+- the Alipay-style channel (`/alipay/...`, payer pages `/pay/...`), see `alipay/`;
+- the WeChat-Pay-style channel (`/wechatpay/...`), see `wechat_pay/`;
+- the card channel (`/card/...`), see `card/`;
+- the bank rail that pays merchants out (`/bank/...`), see `bank/`;
 - `GET /_sim/faults`, `PUT /_sim/faults/{channel}` (a channel or `bank`),
   `DELETE /_sim/faults`: the faults each channel injects (see `faults.py`);
 - `GET /_sim/notifications?reference=<payment id>`: every notification attempt about it;
 - `GET /healthz`.
 
-A channel's latency and outage faults apply to every route under its path prefix, in one
-middleware, so the channel modules only implement the faults that change what they say.
+Each rail is a package with its state (`state.py`) and its routes (`routes.py`); what they
+share (faults, the notification sender, the Alipay trade store, settings) stays here. A
+channel's latency and outage faults apply to every route under its path prefix, in one
+middleware, so the rails only implement the faults that change what they say.
 """
 
 from __future__ import annotations

@@ -11,12 +11,10 @@ asked for with `query_refund`.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
 import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 from urllib.parse import parse_qsl, quote
 
@@ -25,6 +23,7 @@ import httpx
 from services.common.clock import Clock, SystemClock
 from services.common.invariant import invariant
 from services.gateway.channels import alipay_protocol as protocol
+from services.gateway.channels import wire
 from services.gateway.channels.base import (
     ChannelError,
     ChannelNotification,
@@ -64,9 +63,8 @@ NOTIFICATION_BYTES_MAX: Final = 16 * 1024
 NOTIFICATION_FIELD_COUNT_MAX: Final = 64
 # The body of a refused callback; anything but `success` makes Alipay retry.
 NOTIFICATION_REFUSAL: Final = "fail"
-# A callback stamped further in the future than this is refused: clocks drift, but not
-# by minutes, and a far-future stamp would stay "fresh" for longer than intended.
-NOTIFICATION_FUTURE_SKEW_S_MAX: Final = 300
+# A callback stamped further in the future than this is refused (see `wire`).
+NOTIFICATION_FUTURE_SKEW_S_MAX: Final = wire.NOTIFICATION_FUTURE_SKEW_S_MAX
 # Ids end up in contracts that cap them at 128 characters.
 IDENTIFIER_LENGTH_MAX: Final = 128
 
@@ -130,13 +128,6 @@ _UNSIGNED_REFUSAL_SUB_CODES: Final = frozenset(
     }
 )
 
-# Up to 18 digits keeps every amount inside a signed 64-bit integer; no sign, no leading
-# zero, no decimal point: minor units are whole numbers.
-_AMOUNT_PATTERN: Final = re.compile(r"[1-9][0-9]{0,17}")
-_CURRENCY_PATTERN: Final = re.compile(r"[A-Z]{3}")
-_UNIX_SECONDS_PATTERN: Final = re.compile(r"[0-9]{1,12}")
-_TIMESTAMP_LENGTH_MAX: Final = 64
-
 
 class AlipayChannel:
     """Alipay-style channel (HMAC-SHA256 over the canonical string, shared secret per app).
@@ -183,7 +174,9 @@ class AlipayChannel:
                 "out_trade_no": payment_id,
                 "total_amount_minor": str(amount_minor),
                 "currency": currency,
-                "subject": _subject(description, payment_id),
+                "subject": wire.trade_description(
+                    description, payment_id, length_max=SUBJECT_LENGTH_MAX
+                ),
                 "notify_url": self._notify_url,
                 "timestamp": str(int(self._clock.now().timestamp())),
                 "nonce": secrets.token_hex(16),
@@ -241,9 +234,11 @@ class AlipayChannel:
                 notification_id=f"query:{fields['trade_no']}",
                 channel_trade_id=fields["trade_no"],
                 payment_id=payment_id,
-                amount_minor=_parse_amount_minor(fields["total_amount_minor"]),
-                currency=_parse_currency(fields["currency"]),
-                paid_at=_parse_time(fields["gmt_payment"], "invalid_gmt_payment"),
+                amount_minor=wire.parse_amount_minor(fields["total_amount_minor"]),
+                currency=wire.parse_currency(fields["currency"]),
+                paid_at=wire.parse_utc_timestamp(
+                    fields["gmt_payment"], reason="invalid_gmt_payment"
+                ),
             )
         except (KeyError, InvalidNotification) as error:
             raise ChannelUnavailable(f"alipay query answer is incomplete: {error!r}") from error
@@ -280,7 +275,7 @@ class AlipayChannel:
                 "out_request_no": refund_id,
                 "refund_amount_minor": str(amount_minor),
                 "currency": currency,
-                "refund_reason": reason.strip()[:REFUND_REASON_LENGTH_MAX],
+                "refund_reason": wire.trimmed(reason, length_max=REFUND_REASON_LENGTH_MAX),
                 "notify_url": self._notify_url,
                 "timestamp": str(int(self._clock.now().timestamp())),
                 "nonce": secrets.token_hex(16),
@@ -324,7 +319,7 @@ class AlipayChannel:
         if refund_status == protocol.REFUND_STATUS_PROCESSING:
             return None
         try:
-            _require_fields(fields, REFUND_RESULT_FIELDS)
+            wire.require_fields(fields, REFUND_RESULT_FIELDS)
             return _refund_result(fields, notification_id=f"query:{fields['refund_no']}")
         except InvalidNotification as error:
             raise ChannelUnavailable(
@@ -419,54 +414,61 @@ class AlipayChannel:
         a callback missing a field is reported as such rather than as a bad signature.
         """
         invariant(now.tzinfo is not None, "now must be timezone-aware")
-        _require_fields(fields, required)
+        wire.require_fields(fields, required)
         if fields["sign_type"] != protocol.SIGN_TYPE:
             raise InvalidNotification("unsupported_sign_type", fields["sign_type"][:32])
         if fields["app_id"] != self._app_id:
             raise InvalidNotification("wrong_app_id", fields["app_id"][:IDENTIFIER_LENGTH_MAX])
         if not protocol.verify(fields, self._secret):
             raise InvalidNotification("bad_signature")
-        _check_notify_time(fields["notify_time"], now, self._notification_age_max_s)
+        notify_time_s = wire.parse_unix_seconds(fields["notify_time"], reason="invalid_notify_time")
+        wire.check_freshness(
+            wire.unix_stamp_age_s(notify_time_s, now),
+            age_max_s=self._notification_age_max_s,
+            future_skew_s_max=NOTIFICATION_FUTURE_SKEW_S_MAX,
+            stamp=f"notify_time {notify_time_s}",
+        )
 
     async def _get(self, path: str, params: Mapping[str, str]) -> dict[str, str]:
         """GET and return the response's fields; raise ChannelUnavailable on failure."""
-        url = f"{self._base_url}{path}"
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                response = await self._http_client.get(
-                    url,
-                    params=dict(params),
-                    timeout=httpx.Timeout(self._timeout_s),
-                    follow_redirects=False,
-                )
-        except TimeoutError as error:
-            raise ChannelUnavailable(f"alipay did not answer within {self._timeout_s} s") from error
-        except httpx.HTTPError as error:
-            raise ChannelUnavailable(f"alipay query failed: {type(error).__name__}") from error
-        if response.status_code != 200:
-            raise ChannelUnavailable(f"alipay answered HTTP {response.status_code}")
-        return _response_fields(response.content)
+        return await self._exchange("GET", path, action="query", params=dict(params))
 
     async def _post(self, path: str, request_fields: Mapping[str, str]) -> dict[str, str]:
         """POST JSON and return the response's fields; raise ChannelUnavailable on failure."""
-        url = f"{self._base_url}{path}"
-        try:
-            # httpx's timeout bounds each phase (connect, write, read); the outer one
-            # bounds the whole exchange.
-            async with asyncio.timeout(self._timeout_s):
-                response = await self._http_client.post(
-                    url,
-                    json=dict(request_fields),
-                    timeout=httpx.Timeout(self._timeout_s),
-                    follow_redirects=False,
-                )
-        except TimeoutError as error:
-            raise ChannelUnavailable(f"alipay did not answer within {self._timeout_s} s") from error
-        except httpx.HTTPError as error:
-            raise ChannelUnavailable(f"alipay request failed: {type(error).__name__}") from error
-        if response.status_code != 200:
-            raise ChannelUnavailable(f"alipay answered HTTP {response.status_code}")
-        return _response_fields(response.content)
+        return await self._exchange(
+            "POST", path, action="request", json_fields=dict(request_fields)
+        )
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        action: str,
+        params: dict[str, str] | None = None,
+        json_fields: dict[str, str] | None = None,
+    ) -> dict[str, str]:
+        """Send one request and return the fields of its 200 answer. Raises
+        ChannelUnavailable on timeout, connection error (`alipay <action> failed`),
+        another status, or an answer that is too large or not a JSON object of strings."""
+        request = self._http_client.build_request(
+            method,
+            f"{self._base_url}{path}",
+            params=params,
+            json=json_fields,
+            timeout=httpx.Timeout(self._timeout_s),
+        )
+        answer = await wire.send_bounded(
+            self._http_client,
+            request,
+            timeout_s=self._timeout_s,
+            byte_count_max=RESPONSE_BYTES_MAX,
+            peer="alipay",
+            action=action,
+        )
+        if answer.status_code != 200:
+            raise wire.unavailable_status("alipay", answer.status_code)
+        return _response_fields(wire.body_within_limit(answer.content, what="alipay response"))
 
     def _prepared_trade(self, fields: Mapping[str, str], payment_id: str) -> PreparedTrade:
         code = fields.get("code", "")
@@ -598,12 +600,6 @@ def _required_notification_fields(fields: Mapping[str, str]) -> tuple[str, ...]:
     return ENVELOPE_FIELDS
 
 
-def _require_fields(fields: Mapping[str, str], names: tuple[str, ...]) -> None:
-    missing = [name for name in names if fields.get(name, "") == ""]
-    if missing:
-        raise InvalidNotification("missing_field", ", ".join(missing))
-
-
 def _check_identifiers(fields: Mapping[str, str], names: tuple[str, ...]) -> None:
     for name in names:
         if len(fields[name]) > IDENTIFIER_LENGTH_MAX:
@@ -617,9 +613,9 @@ def _payment_notification(fields: Mapping[str, str]) -> VerifiedPaymentNotificat
         notification_id=fields["notify_id"],
         channel_trade_id=fields["trade_no"],
         payment_id=fields["out_trade_no"],
-        amount_minor=_parse_amount_minor(fields["total_amount_minor"]),
-        currency=_parse_currency(fields["currency"]),
-        paid_at=_parse_time(fields["gmt_payment"], "invalid_gmt_payment"),
+        amount_minor=wire.parse_amount_minor(fields["total_amount_minor"]),
+        currency=wire.parse_currency(fields["currency"]),
+        paid_at=wire.parse_utc_timestamp(fields["gmt_payment"], reason="invalid_gmt_payment"),
     )
 
 
@@ -637,7 +633,9 @@ def _refund_result(
     succeeded = refund_status == protocol.REFUND_STATUS_SUCCESS
     failure_message = ""
     if not succeeded:
-        failure_message = fields.get("fail_reason", "")[:FAILURE_MESSAGE_LENGTH_MAX]
+        failure_message = wire.message_text(
+            fields.get("fail_reason", ""), length_max=FAILURE_MESSAGE_LENGTH_MAX
+        )
         if failure_message == "":
             raise InvalidNotification("missing_field", "fail_reason")
     return VerifiedRefundNotification(
@@ -645,35 +643,17 @@ def _refund_result(
         refund_id=fields["out_request_no"],
         payment_id=fields["out_trade_no"],
         channel_refund_id=fields["refund_no"],
-        amount_minor=_parse_amount_minor(fields["refund_amount_minor"]),
-        currency=_parse_currency(fields["currency"]),
+        amount_minor=wire.parse_amount_minor(fields["refund_amount_minor"]),
+        currency=wire.parse_currency(fields["currency"]),
         succeeded=succeeded,
-        finished_at=_parse_time(fields["gmt_refund"], "invalid_gmt_refund"),
+        finished_at=wire.parse_utc_timestamp(fields["gmt_refund"], reason="invalid_gmt_refund"),
         failure_code=None if succeeded else REFUND_FAILURE_CODE,
         failure_message=failure_message,
     )
 
 
-def _parse_amount_minor(text: str) -> int:
-    """Return the positive integer amount in `text`; raise InvalidNotification otherwise.
-
-    Only plain decimal digits without a leading zero are accepted: no sign, no decimal
-    point, no whitespace, no exponent.
-    """
-    if _AMOUNT_PATTERN.fullmatch(text) is None:
-        raise InvalidNotification("invalid_amount", text[:32])
-    return int(text)
-
-
-def _subject(description: str, payment_id: str) -> str:
-    subject = description.strip() or f"payrail payment {payment_id}"
-    return subject[:SUBJECT_LENGTH_MAX]
-
-
 def _response_fields(content: bytes) -> dict[str, str]:
     """Decode a JSON object whose values are all strings; raise ChannelUnavailable otherwise."""
-    if len(content) > RESPONSE_BYTES_MAX:
-        raise ChannelUnavailable("alipay response is too large")
     try:
         decoded = json.loads(content)
     except ValueError as error:
@@ -683,36 +663,3 @@ def _response_fields(content: bytes) -> dict[str, str]:
     ):
         raise ChannelUnavailable("alipay response is not a JSON object of strings")
     return decoded
-
-
-def _check_notify_time(text: str, now: datetime, age_max_s: int) -> None:
-    if _UNIX_SECONDS_PATTERN.fullmatch(text) is None:
-        raise InvalidNotification("invalid_notify_time", text[:32])
-    notify_time_s = int(text)
-    now_s = int(now.timestamp())
-    if now_s - notify_time_s > age_max_s:
-        raise InvalidNotification(
-            "stale", f"notify_time {notify_time_s} is older than {age_max_s} s"
-        )
-    if notify_time_s - now_s > NOTIFICATION_FUTURE_SKEW_S_MAX:
-        raise InvalidNotification("from_future", f"notify_time {notify_time_s} is ahead of now")
-
-
-def _parse_currency(text: str) -> str:
-    if _CURRENCY_PATTERN.fullmatch(text) is None:
-        raise InvalidNotification("invalid_currency", text[:16])
-    return text
-
-
-def _parse_time(text: str, reason: str) -> datetime:
-    """Parse ISO-8601 with an offset and return it in UTC; naive times are refused with
-    InvalidNotification `reason` (e.g. `invalid_gmt_payment`)."""
-    if len(text) > _TIMESTAMP_LENGTH_MAX:
-        raise InvalidNotification(reason, "too long")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError as error:
-        raise InvalidNotification(reason, text) from error
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise InvalidNotification(reason, f"{text} has no UTC offset")
-    return parsed.astimezone(UTC)

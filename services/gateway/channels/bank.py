@@ -6,6 +6,7 @@ payouts` decides what its answers mean for a payout.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ import httpx
 from pydantic import ValidationError
 
 from services.gateway.channels import bank_protocol as protocol
+from services.gateway.channels import wire
 from services.gateway.channels.base import ChannelRejected, ChannelUnavailable, InvalidNotification
 
 ANSWER_BYTES_MAX = 16_384
@@ -71,25 +73,29 @@ class BankRailClient:
             notify_url=self._notify_url,
         )
         try:
-            answer = await self._http.post(
+            async with self._http.stream(
+                "POST",
                 self._base_url + protocol.PAYOUTS_PATH,
                 content=instruction.model_dump_json(),
                 headers={"content-type": "application/json", "X-API-Key": self._api_key},
                 timeout=self._timeout,
-            )
+            ) as answer:
+                content = await wire.read_at_most(answer, ANSWER_BYTES_MAX)
         except httpx.HTTPError as error:
             raise ChannelUnavailable(f"bank rail: {type(error).__name__}: {error}") from error
-        if len(answer.content) > ANSWER_BYTES_MAX:
-            raise ChannelUnavailable("bank rail answer is too large")
-        if answer.status_code not in DEFINITE_REFUSAL_STATUSES and answer.status_code >= 300:
-            raise ChannelUnavailable(f"bank rail answered HTTP {answer.status_code}")
+        content = wire.body_within_limit(content, what="bank rail answer")
+        outcome = wire.classify_status(
+            answer.status_code, refusal_statuses=DEFINITE_REFUSAL_STATUSES
+        )
+        if outcome is wire.AnswerOutcome.UNKNOWN:
+            raise wire.unavailable_status("bank rail", answer.status_code)
         try:
-            body = answer.json()
+            body = json.loads(content)
         except ValueError as error:
             raise ChannelUnavailable("bank rail answer is not JSON") from error
         if not isinstance(body, dict):
             raise ChannelUnavailable("bank rail answer is not an object")
-        if answer.status_code in DEFINITE_REFUSAL_STATUSES:
+        if outcome is wire.AnswerOutcome.REFUSED:
             code = str(body.get("error", "payout_rejected"))[:48]
             if code == protocol.ERROR_REFERENCE_CONFLICT:
                 # A transfer under this payout id exists already, with other terms: it may

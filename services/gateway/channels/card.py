@@ -18,12 +18,11 @@ payments and refunds for good because of an operator's mistake.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 import httpx
@@ -31,6 +30,7 @@ import httpx
 from services.common.clock import Clock, SystemClock
 from services.common.invariant import invariant
 from services.gateway.channels import card_protocol as protocol
+from services.gateway.channels import wire
 from services.gateway.channels.base import (
     ChannelNotification,
     ChannelRejected,
@@ -64,9 +64,8 @@ NOTIFICATION_BYTES_MAX: Final = 64 * 1024
 # The acquirer shows the description on statements; longer ones are cut, not refused.
 DESCRIPTION_LENGTH_MAX: Final = 256
 REFUND_REASON_LENGTH_MAX: Final = 256
-# A webhook stamped further in the future than this is refused: clocks drift, but not by
-# minutes, and a far-future stamp would stay "fresh" for longer than intended.
-NOTIFICATION_FUTURE_SKEW_S_MAX: Final = 300
+# A webhook stamped further in the future than this is refused (see `wire`).
+NOTIFICATION_FUTURE_SKEW_S_MAX: Final = wire.NOTIFICATION_FUTURE_SKEW_S_MAX
 IDENTIFIER_LENGTH_MAX: Final = protocol.REFERENCE_LENGTH_MAX
 # Messages copied from the acquirer into errors and logs are cut to this length.
 MESSAGE_LENGTH_MAX: Final = 512
@@ -85,8 +84,13 @@ REQUIRED_NOTIFICATION_FIELDS: Final = (
 )
 
 _ERROR_CODE_PATTERN: Final = re.compile(r"[a-z0-9_]{1,64}")
-_TIMESTAMP_LENGTH_MAX: Final = 64
 _JSON_MEDIA_TYPE: Final = "application/json"
+# The acquirer's answers by status: 200 did what was asked, 422 refused it for good; 401
+# and 403 refused payrail's credentials (see the module docstring), and like every other
+# status they leave the outcome unknown.
+_SUCCESS_STATUSES: Final = frozenset({200})
+_DEFINITE_REFUSAL_STATUSES: Final = frozenset({422})
+_CREDENTIALS_REFUSED_STATUSES: Final = frozenset({401, 403})
 
 # The acquirer's words for what the gateway calls a trade.
 _REJECTION_CODES: Final = {
@@ -172,7 +176,9 @@ class CardChannel:
                 "merchantAccount": self._merchant_account,
                 "reference": payment_id,
                 "amount": amount,
-                "description": _description(description, payment_id),
+                "description": wire.trade_description(
+                    description, payment_id, length_max=DESCRIPTION_LENGTH_MAX
+                ),
                 "notifyUrl": self._notify_url,
             },
         )
@@ -282,8 +288,8 @@ class CardChannel:
             finished_at=_answer_timestamp(fields, "finishedAt"),
             failure_code=None if succeeded else REFUND_FAILURE_CODE,
             failure_message=""
-            if succeeded or not isinstance(failure_reason, str)
-            else failure_reason[:MESSAGE_LENGTH_MAX],
+            if succeeded
+            else wire.message_text(failure_reason, length_max=MESSAGE_LENGTH_MAX),
         )
 
     async def query(self, *, payment_id: str) -> VerifiedPaymentNotification | None:
@@ -372,8 +378,13 @@ class CardChannel:
             )
         if not protocol.verify_hmac_signature(item, signature, self._hmac_key):
             raise InvalidNotification("bad_signature")
-        event_date = _parse_timestamp(item.event_date, reason="invalid_event_date")
-        _check_freshness(event_date, now, self._notification_age_max_s)
+        event_date = wire.parse_utc_timestamp(item.event_date, reason="invalid_event_date")
+        wire.check_freshness(
+            (now - event_date).total_seconds(),
+            age_max_s=self._notification_age_max_s,
+            future_skew_s_max=NOTIFICATION_FUTURE_SKEW_S_MAX,
+            stamp="eventDate",
+        )
         _check_item_values(item)
         return _notification(item, event_date)
 
@@ -398,40 +409,22 @@ class CardChannel:
         headers = {protocol.API_KEY_HEADER: self._api_key, "accept": _JSON_MEDIA_TYPE}
         if idempotency_key is not None:
             headers[protocol.IDEMPOTENCY_KEY_HEADER] = idempotency_key
-        try:
-            # httpx's timeout bounds each phase (connect, write, read); the outer one
-            # bounds the whole exchange.
-            async with (
-                asyncio.timeout(self._timeout_s),
-                self._http_client.stream(
-                    method,
-                    f"{self._base_url}{path}",
-                    json=None if body is None else dict(body),
-                    headers=headers,
-                    timeout=httpx.Timeout(self._timeout_s),
-                    follow_redirects=False,
-                ) as response,
-            ):
-                content = await _read_bounded(response)
-        except TimeoutError as error:
-            raise ChannelUnavailable(
-                f"card acquirer did not answer within {self._timeout_s} s"
-            ) from error
-        except httpx.HTTPError as error:
-            raise ChannelUnavailable(
-                f"card acquirer request failed: {type(error).__name__}"
-            ) from error
-        return _Answer(status_code=response.status_code, content=content)
-
-
-async def _read_bounded(response: httpx.Response) -> bytes:
-    """Read the body; raise ChannelUnavailable once it exceeds RESPONSE_BYTES_MAX."""
-    content = bytearray()
-    async for chunk in response.aiter_bytes():
-        content.extend(chunk)
-        if len(content) > RESPONSE_BYTES_MAX:
-            raise ChannelUnavailable("card acquirer answer is too large")
-    return bytes(content)
+        request = self._http_client.build_request(
+            method,
+            f"{self._base_url}{path}",
+            json=None if body is None else dict(body),
+            headers=headers,
+            timeout=httpx.Timeout(self._timeout_s),
+        )
+        answer = await wire.send_bounded(
+            self._http_client,
+            request,
+            timeout_s=self._timeout_s,
+            byte_count_max=RESPONSE_BYTES_MAX,
+            peer="card acquirer",
+        )
+        content = wire.body_within_limit(answer.content, what="card acquirer answer")
+        return _Answer(status_code=answer.status_code, content=content)
 
 
 def _success_fields(answer: _Answer) -> dict[str, object]:
@@ -440,29 +433,37 @@ def _success_fields(answer: _Answer) -> dict[str, object]:
     422 raises ChannelRejected (the acquirer refused for good); 401 and 403 (credentials
     refused, see the module docstring) and anything else raise ChannelUnavailable.
     """
-    if answer.status_code == 422:
+    outcome = wire.classify_status(
+        answer.status_code,
+        refusal_statuses=_DEFINITE_REFUSAL_STATUSES,
+        success_statuses=_SUCCESS_STATUSES,
+    )
+    if outcome is wire.AnswerOutcome.REFUSED:
         raise _rejection(answer.content)
-    if answer.status_code in (401, 403):
+    if answer.status_code in _CREDENTIALS_REFUSED_STATUSES:
         raise ChannelUnavailable(
             f"card acquirer refused payrail's credentials (HTTP {answer.status_code}): "
             "check the card API key and merchant account"
         )
-    if answer.status_code != 200:
-        raise ChannelUnavailable(f"card acquirer answered HTTP {answer.status_code}")
-    fields = _json_object(answer.content)
+    if outcome is wire.AnswerOutcome.UNKNOWN:
+        raise wire.unavailable_status("card acquirer", answer.status_code)
+    fields = wire.json_object(answer.content)
     if fields is None:
         raise ChannelUnavailable("card acquirer answer is not a JSON object")
     return fields
 
 
 def _rejection(content: bytes) -> ChannelRejected:
-    fields = _json_object(content) or {}
+    fields = wire.json_object(content) or {}
     error_code = fields.get("errorCode")
-    message = fields.get("message")
-    text = message[:MESSAGE_LENGTH_MAX] if isinstance(message, str) else ""
     if not isinstance(error_code, str) or _ERROR_CODE_PATTERN.fullmatch(error_code) is None:
-        return ChannelRejected(REJECTION_CODE_REQUEST_REFUSED, text)
-    return ChannelRejected(_REJECTION_CODES.get(error_code, error_code), text)
+        error_code = REJECTION_CODE_REQUEST_REFUSED
+    return wire.rejection(
+        error_code,
+        fields.get("message"),
+        renamed_codes=_REJECTION_CODES,
+        message_length_max=MESSAGE_LENGTH_MAX,
+    )
 
 
 def _is_not_found(answer: _Answer, error_code: str) -> bool:
@@ -473,16 +474,8 @@ def _is_not_found(answer: _Answer, error_code: str) -> bool:
     """
     if answer.status_code != 404:
         return False
-    fields = _json_object(answer.content)
+    fields = wire.json_object(answer.content)
     return fields is not None and fields.get("errorCode") == error_code
-
-
-def _json_object(content: bytes) -> dict[str, object] | None:
-    try:
-        decoded = json.loads(content)
-    except ValueError:
-        return None
-    return decoded if isinstance(decoded, dict) else None
 
 
 def _authorised_psp_reference(fields: Mapping[str, object], payment_id: str) -> str:
@@ -495,9 +488,7 @@ def _authorised_psp_reference(fields: Mapping[str, object], payment_id: str) -> 
         reason = fields.get("refusalReason")
         reason_code = fields.get("refusalReasonCode")
         raise CardDeclined(
-            refusal_reason=reason[:MESSAGE_LENGTH_MAX]
-            if isinstance(reason, str) and reason != ""
-            else "Refused",
+            refusal_reason=wire.message_text(reason, length_max=MESSAGE_LENGTH_MAX) or "Refused",
             refusal_reason_code=reason_code[:16] if isinstance(reason_code, str) else "",
         )
     if result_code != protocol.RESULT_CODE_AUTHORISED:
@@ -527,14 +518,9 @@ def _answer_timestamp(fields: Mapping[str, object], name: str) -> datetime:
     try:
         if not isinstance(value, str):
             raise InvalidNotification("invalid_timestamp", name)
-        return _parse_timestamp(value, reason="invalid_timestamp")
+        return wire.parse_utc_timestamp(value, reason="invalid_timestamp")
     except InvalidNotification as error:
         raise ChannelUnavailable(f"card acquirer answer has no valid {name}") from error
-
-
-def _description(description: str, payment_id: str) -> str:
-    text = description.strip() or f"payrail payment {payment_id}"
-    return text[:DESCRIPTION_LENGTH_MAX]
 
 
 def _notification_item_fields(body: bytes) -> dict[str, object]:
@@ -667,7 +653,9 @@ def _notification(item: protocol.NotificationItem, event_date: datetime) -> Chan
             succeeded=item.success,
             finished_at=event_date,
             failure_code=None if item.success else REFUND_FAILURE_CODE,
-            failure_message="" if item.success else item.reason[:MESSAGE_LENGTH_MAX],
+            failure_message=""
+            if item.success
+            else wire.message_text(item.reason, length_max=MESSAGE_LENGTH_MAX),
         )
     event = item.event_code.lower()
     if item.event_code == protocol.EVENT_CODE_AUTHORISATION:
@@ -678,24 +666,3 @@ def _notification(item: protocol.NotificationItem, event_date: datetime) -> Chan
     else:
         reason = "unhandled_event_code"
     return IgnoredNotification(notification_id=f"{event}:{item.psp_reference}", reason=reason)
-
-
-def _parse_timestamp(text: str, *, reason: str) -> datetime:
-    """Parse ISO 8601 with an offset and return it in UTC; naive times are refused."""
-    if len(text) > _TIMESTAMP_LENGTH_MAX:
-        raise InvalidNotification(reason, "too long")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError as error:
-        raise InvalidNotification(reason, text) from error
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise InvalidNotification(reason, f"{text} has no UTC offset")
-    return parsed.astimezone(UTC)
-
-
-def _check_freshness(event_date: datetime, now: datetime, age_max_s: int) -> None:
-    age_s = (now - event_date).total_seconds()
-    if age_s > age_max_s:
-        raise InvalidNotification("stale", f"eventDate is older than {age_max_s} s")
-    if -age_s > NOTIFICATION_FUTURE_SKEW_S_MAX:
-        raise InvalidNotification("from_future", "eventDate is ahead of now")

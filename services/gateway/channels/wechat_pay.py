@@ -9,12 +9,11 @@ in it is believed: an answer that does not verify leaves the outcome unknown
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 import httpx
@@ -22,6 +21,7 @@ import httpx
 from services.common.clock import Clock, SystemClock
 from services.common.invariant import InvariantViolation, invariant
 from services.gateway.channels import wechat_pay_protocol as protocol
+from services.gateway.channels import wire
 from services.gateway.channels.base import (
     ChannelError,
     ChannelNotification,
@@ -51,9 +51,8 @@ REFUND_FAILURE_CODE_CLOSED: Final = "refund_closed"
 # IgnoredNotification.reason of an earlier trade state delivered after a later one.
 IGNORED_REASON_EARLIER_TRADE_STATE: Final = "earlier_trade_state"
 
-# A notification stamped further in the future than this is refused: clocks drift, but
-# not by minutes, and a far-future stamp would stay "fresh" for longer than intended.
-NOTIFICATION_FUTURE_SKEW_S_MAX: Final = 300
+# A notification stamped further in the future than this is refused (see `wire`).
+NOTIFICATION_FUTURE_SKEW_S_MAX: Final = wire.NOTIFICATION_FUTURE_SKEW_S_MAX
 # The longest answer or notification body the adapter reads.
 RESPONSE_BYTES_MAX: Final = protocol.BODY_BYTES_MAX
 NOTIFICATION_BYTES_MAX: Final = protocol.BODY_BYTES_MAX
@@ -62,7 +61,7 @@ IDENTIFIER_LENGTH_MAX: Final = 128
 # A rejection's message ends up in a Failure, whose message is capped at 1024 characters.
 MESSAGE_LENGTH_MAX: Final = 512
 ERROR_CODE_LENGTH_MAX: Final = 64
-TIMESTAMP_LENGTH_MAX: Final = 64
+TIMESTAMP_LENGTH_MAX: Final = wire.TIMESTAMP_LENGTH_MAX
 EVENT_TYPE_LENGTH_MAX: Final = 64
 
 # Channel error codes (lowercased otherwise) that the adapter renames per operation.
@@ -85,6 +84,10 @@ _REFUND_EVENT_STATUSES: Final = {
 # still in progress, a replay refused as too early, or rate limiting. The request may have
 # been carried out all the same.
 _INCONCLUSIVE_CLIENT_ERRORS: Final = frozenset({401, 408, 409, 425, 429})
+# Every other 4xx is the channel's definite refusal of the request.
+_DEFINITE_REFUSAL_STATUSES: Final = wire.client_error_statuses(
+    inconclusive=_INCONCLUSIVE_CLIENT_ERRORS
+)
 _ERROR_CODE_CHARACTERS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
@@ -159,7 +162,9 @@ class WeChatPayChannel:
             payload={
                 "mchid": self._mch_id,
                 "out_trade_no": payment_id,
-                "description": _description(description, payment_id),
+                "description": wire.trade_description(
+                    description, payment_id, length_max=protocol.DESCRIPTION_LENGTH_MAX
+                ),
                 "notify_url": self._notify_url,
                 "amount": {"total": amount_minor, "currency": currency},
             },
@@ -168,9 +173,15 @@ class WeChatPayChannel:
             raise _refusal(answer, {})
         try:
             transaction_id = _identifier(answer.payload, "transaction_id")
-            code_url = _text(answer.payload, "code_url", protocol.NOTIFY_URL_LENGTH_MAX)
-            h5_url = _text(answer.payload, "h5_url", protocol.NOTIFY_URL_LENGTH_MAX)
-            out_trade_no = _text(answer.payload, "out_trade_no", IDENTIFIER_LENGTH_MAX)
+            code_url = wire.required_text(
+                answer.payload, "code_url", length_max=protocol.NOTIFY_URL_LENGTH_MAX
+            )
+            h5_url = wire.required_text(
+                answer.payload, "h5_url", length_max=protocol.NOTIFY_URL_LENGTH_MAX
+            )
+            out_trade_no = wire.required_text(
+                answer.payload, "out_trade_no", length_max=IDENTIFIER_LENGTH_MAX
+            )
         except InvalidNotification as error:
             raise ChannelUnavailable(f"wechat pay answer is incomplete: {error}") from error
         if out_trade_no != payment_id:
@@ -213,7 +224,7 @@ class WeChatPayChannel:
             payload={
                 "out_trade_no": payment_id,
                 "out_refund_no": refund_id,
-                "reason": reason.strip()[: protocol.REFUND_REASON_LENGTH_MAX],
+                "reason": wire.trimmed(reason, length_max=protocol.REFUND_REASON_LENGTH_MAX),
                 "notify_url": self._notify_url,
                 "amount": {
                     "refund": amount_minor,
@@ -226,8 +237,10 @@ class WeChatPayChannel:
             raise _refusal(answer, _REFUND_REJECTION_CODES)
         try:
             channel_refund_id = _identifier(answer.payload, "refund_id")
-            out_refund_no = _text(answer.payload, "out_refund_no", IDENTIFIER_LENGTH_MAX)
-            status = _text(answer.payload, "status", EVENT_TYPE_LENGTH_MAX)
+            out_refund_no = wire.required_text(
+                answer.payload, "out_refund_no", length_max=IDENTIFIER_LENGTH_MAX
+            )
+            status = wire.required_text(answer.payload, "status", length_max=EVENT_TYPE_LENGTH_MAX)
         except InvalidNotification as error:
             raise ChannelUnavailable(f"wechat pay refund answer is incomplete: {error}") from error
         if out_refund_no != refund_id:
@@ -321,8 +334,11 @@ class WeChatPayChannel:
             raise InvalidNotification("invalid_body", "not a JSON object") from error
         notification_id = _identifier(envelope, "id")
         _time(envelope, "create_time")
-        event_type = _text(envelope, "event_type", EVENT_TYPE_LENGTH_MAX)
-        if _text(envelope, "resource_type", 64) != protocol.RESOURCE_TYPE_ENCRYPTED:
+        event_type = wire.required_text(envelope, "event_type", length_max=EVENT_TYPE_LENGTH_MAX)
+        if (
+            wire.required_text(envelope, "resource_type", length_max=64)
+            != protocol.RESOURCE_TYPE_ENCRYPTED
+        ):
             raise InvalidNotification("unsupported_resource_type")
         original_type, plaintext = self._decrypted_resource(_object(envelope, "resource"))
         if event_type == protocol.EVENT_TRANSACTION_SUCCESS:
@@ -343,7 +359,10 @@ class WeChatPayChannel:
         refund_status = _REFUND_EVENT_STATUSES.get(event_type)
         if refund_status is not None:
             _expect_original_type(original_type, protocol.ORIGINAL_TYPE_REFUND)
-            if _text(plaintext, "mchid", IDENTIFIER_LENGTH_MAX) != self._mch_id:
+            if (
+                wire.required_text(plaintext, "mchid", length_max=IDENTIFIER_LENGTH_MAX)
+                != self._mch_id
+            ):
                 raise InvalidNotification("wrong_mchid")
             status = _choice(plaintext, "refund_status", protocol.REFUND_STATUSES)
             if status != refund_status:
@@ -376,32 +395,29 @@ class WeChatPayChannel:
         timestamp, nonce, signature, serial = values
         if serial != protocol.SIGNATURE_SERIAL:
             raise InvalidNotification("unknown_serial", serial[:64])
-        if protocol.UNIX_SECONDS_PATTERN.fullmatch(timestamp) is None:
-            raise InvalidNotification("invalid_timestamp", timestamp[:32])
+        stamped_s = wire.parse_unix_seconds(timestamp, reason="invalid_timestamp")
         if len(nonce) > protocol.NONCE_LENGTH_MAX or len(signature) > protocol.SIGNATURE_LENGTH_MAX:
             raise InvalidNotification("invalid_field", "nonce or signature is too long")
         message = protocol.answer_message(timestamp, nonce, body)
         if not protocol.verify(message, signature, self._api_v3_key):
             raise InvalidNotification("bad_signature")
-        stamped_s = int(timestamp)
-        now_s = int(now.timestamp())
-        if now_s - stamped_s > self._notification_age_max_s:
-            raise InvalidNotification(
-                "stale", f"timestamp {stamped_s} is older than {self._notification_age_max_s} s"
-            )
-        if stamped_s - now_s > NOTIFICATION_FUTURE_SKEW_S_MAX:
-            raise InvalidNotification("from_future", f"timestamp {stamped_s} is ahead of now")
+        wire.check_freshness(
+            wire.unix_stamp_age_s(stamped_s, now),
+            age_max_s=self._notification_age_max_s,
+            future_skew_s_max=NOTIFICATION_FUTURE_SKEW_S_MAX,
+            stamp=f"timestamp {stamped_s}",
+        )
 
     def _decrypted_resource(self, resource: Mapping[str, object]) -> tuple[str, dict[str, object]]:
         """Return the resource's original type and decrypted JSON object."""
-        if _text(resource, "algorithm", 64) != protocol.RESOURCE_ALGORITHM:
+        if wire.required_text(resource, "algorithm", length_max=64) != protocol.RESOURCE_ALGORITHM:
             raise InvalidNotification("unsupported_algorithm")
-        ciphertext = _text(resource, "ciphertext", protocol.BODY_BYTES_MAX)
-        nonce = _text(resource, "nonce", protocol.RESOURCE_NONCE_LENGTH)
+        ciphertext = wire.required_text(resource, "ciphertext", length_max=protocol.BODY_BYTES_MAX)
+        nonce = wire.required_text(resource, "nonce", length_max=protocol.RESOURCE_NONCE_LENGTH)
         if len(nonce) != protocol.RESOURCE_NONCE_LENGTH:
             raise InvalidNotification("invalid_field", "nonce has the wrong length")
-        associated_data = _text(resource, "associated_data", 64)
-        original_type = _text(resource, "original_type", 64)
+        associated_data = wire.required_text(resource, "associated_data", length_max=64)
+        original_type = wire.required_text(resource, "original_type", length_max=64)
         if associated_data != original_type:
             raise InvalidNotification("invalid_field", "associated_data is not original_type")
         try:
@@ -419,7 +435,7 @@ class WeChatPayChannel:
             raise InvalidNotification("invalid_field", "resource is not a JSON object") from error
 
     def _checked_transaction(self, fields: Mapping[str, object]) -> _Transaction:
-        if _text(fields, "mchid", IDENTIFIER_LENGTH_MAX) != self._mch_id:
+        if wire.required_text(fields, "mchid", length_max=IDENTIFIER_LENGTH_MAX) != self._mch_id:
             raise InvalidNotification("wrong_mchid")
         return _transaction_fields(fields)
 
@@ -474,35 +490,22 @@ class WeChatPayChannel:
         request.headers["authorization"] = protocol.authorization(
             self._mch_id, nonce, timestamp, protocol.sign(message, self._api_v3_key)
         )
-        try:
-            # httpx's timeout bounds each phase (connect, write, read); the outer one
-            # bounds the whole exchange.
-            async with asyncio.timeout(self._timeout_s):
-                response = await self._http_client.send(
-                    request, stream=True, follow_redirects=False
-                )
-                try:
-                    content = await _read_bounded(response, RESPONSE_BYTES_MAX)
-                finally:
-                    await response.aclose()
-        except TimeoutError as error:
-            raise ChannelUnavailable(
-                f"wechat pay did not answer within {self._timeout_s} s"
-            ) from error
-        except httpx.HTTPError as error:
-            raise ChannelUnavailable(
-                f"wechat pay request failed: {type(error).__name__}"
-            ) from error
-        status_code = response.status_code
+        answer = await wire.send_bounded(
+            self._http_client,
+            request,
+            timeout_s=self._timeout_s,
+            byte_count_max=RESPONSE_BYTES_MAX,
+            peer="wechat pay",
+        )
+        status_code = answer.status_code
         if status_code == 401:
             raise ChannelUnavailable(
                 "wechat pay refused the request's signature (check mchid, APIv3 key and clock)"
             )
         if status_code >= 500:
-            raise ChannelUnavailable(f"wechat pay answered HTTP {status_code}")
-        if content is None:
-            raise ChannelUnavailable("wechat pay answer is too large")
-        self._check_answer_signature(response.headers, content)
+            raise wire.unavailable_status("wechat pay", status_code)
+        content = wire.body_within_limit(answer.content, what="wechat pay answer")
+        self._check_answer_signature(answer.headers, content)
         if content == b"":
             return _Answer(status_code=status_code, payload={})
         try:
@@ -526,7 +529,7 @@ class WeChatPayChannel:
             )
         ):
             raise ChannelUnavailable("wechat pay answer signature does not verify")
-        skew_s = abs(int(self._clock.now().timestamp()) - int(timestamp))
+        skew_s = abs(wire.unix_stamp_age_s(int(timestamp), self._clock.now()))
         if skew_s > protocol.TIMESTAMP_SKEW_S_MAX:
             raise ChannelUnavailable(f"wechat pay answer is stamped {skew_s} s away from now")
 
@@ -535,14 +538,17 @@ def _refusal(answer: _Answer, renamed_codes: Mapping[str, str]) -> ChannelError:
     """Turn a verified non-success answer into ChannelRejected (a definite 4xx refusal)
     or ChannelUnavailable (anything else)."""
     status_code = answer.status_code
-    if not 400 <= status_code < 500 or status_code in _INCONCLUSIVE_CLIENT_ERRORS:
-        return ChannelUnavailable(f"wechat pay answered HTTP {status_code}")
+    if status_code not in _DEFINITE_REFUSAL_STATUSES:
+        return wire.unavailable_status("wechat pay", status_code)
     code = _error_code(answer)
     if code is None:
         return ChannelUnavailable(f"wechat pay answered HTTP {status_code} without an error code")
-    message = answer.payload.get("message")
-    text = message[:MESSAGE_LENGTH_MAX] if isinstance(message, str) else ""
-    return ChannelRejected(renamed_codes.get(code, code.lower()), text)
+    return wire.rejection(
+        code,
+        answer.payload.get("message"),
+        renamed_codes=renamed_codes,
+        message_length_max=MESSAGE_LENGTH_MAX,
+    )
 
 
 def _error_code(answer: _Answer) -> str | None:
@@ -564,21 +570,6 @@ def _check_out_number(value: str, what: str) -> None:
             REJECTION_CODE_PARAM_ERROR,
             f"the {what} must be 1 to 128 letters, digits, '_', '.', ':' or '-'",
         )
-
-
-def _description(description: str, payment_id: str) -> str:
-    text = description.strip() or f"payrail payment {payment_id}"
-    return text[: protocol.DESCRIPTION_LENGTH_MAX]
-
-
-async def _read_bounded(response: httpx.Response, byte_count_max: int) -> bytes | None:
-    """Return the whole body, or None as soon as it exceeds `byte_count_max` bytes."""
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body.extend(chunk)
-        if len(body) > byte_count_max:
-            return None
-    return bytes(body)
 
 
 def _transaction_fields(fields: Mapping[str, object]) -> _Transaction:
@@ -651,38 +642,22 @@ def _expect_original_type(original_type: str, expected: str) -> None:
         raise InvalidNotification("invalid_field", "original_type contradicts event_type")
 
 
-def _field(fields: Mapping[str, object], name: str) -> object:
-    value = fields.get(name)
-    if value is None or value == "":
-        raise InvalidNotification("missing_field", name)
-    return value
-
-
-def _text(fields: Mapping[str, object], name: str, length_max: int) -> str:
-    value = _field(fields, name)
-    if not isinstance(value, str):
-        raise InvalidNotification("invalid_field", f"{name} is not a string")
-    if len(value) > length_max:
-        raise InvalidNotification("invalid_field", f"{name} is too long")
-    return value
-
-
 def _identifier(fields: Mapping[str, object], name: str) -> str:
-    value = _text(fields, name, IDENTIFIER_LENGTH_MAX)
+    value = wire.required_text(fields, name, length_max=IDENTIFIER_LENGTH_MAX)
     if protocol.OUT_NUMBER_PATTERN.fullmatch(value) is None:
         raise InvalidNotification("invalid_field", f"{name} is malformed")
     return value
 
 
 def _choice(fields: Mapping[str, object], name: str, allowed: frozenset[str]) -> str:
-    value = _text(fields, name, EVENT_TYPE_LENGTH_MAX)
+    value = wire.required_text(fields, name, length_max=EVENT_TYPE_LENGTH_MAX)
     if value not in allowed:
         raise InvalidNotification("invalid_field", f"{name} {value!r} is unknown")
     return value
 
 
 def _object(fields: Mapping[str, object], name: str) -> dict[str, object]:
-    value = _field(fields, name)
+    value = wire.required_field(fields, name)
     if not isinstance(value, dict):
         raise InvalidNotification("invalid_field", f"{name} is not an object")
     return value
@@ -690,32 +665,22 @@ def _object(fields: Mapping[str, object], name: str) -> dict[str, object]:
 
 def _amount(fields: Mapping[str, object], name: str) -> int:
     """A positive integer number of minor units: no bool, no float, no string."""
-    value = _field(fields, name)
-    if (
-        not isinstance(value, int)
-        or isinstance(value, bool)
-        or not 0 < value <= protocol.AMOUNT_MINOR_MAX
-    ):
+    value = wire.required_field(fields, name)
+    if not wire.is_amount_minor(value, amount_minor_max=protocol.AMOUNT_MINOR_MAX):
         raise InvalidNotification("invalid_amount", f"{name} must be a positive integer")
     return value
 
 
 def _currency(fields: Mapping[str, object], name: str) -> str:
-    value = _field(fields, name)
-    if not isinstance(value, str) or protocol.CURRENCY_PATTERN.fullmatch(value) is None:
+    value = wire.required_field(fields, name)
+    if not wire.is_currency_code(value):
         raise InvalidNotification("invalid_currency", f"{name} must be an ISO 4217 code")
     return value
 
 
 def _time(fields: Mapping[str, object], name: str) -> datetime:
     """Parse RFC 3339 with an offset and return it in UTC; naive times are refused."""
-    value = _field(fields, name)
+    value = wire.required_field(fields, name)
     if not isinstance(value, str) or len(value) > TIMESTAMP_LENGTH_MAX:
         raise InvalidNotification("invalid_time", f"{name} is not a short string")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as error:
-        raise InvalidNotification("invalid_time", f"{name} {value!r}") from error
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise InvalidNotification("invalid_time", f"{name} has no UTC offset")
-    return parsed.astimezone(UTC)
+    return wire.parse_utc_timestamp(value, reason="invalid_time")

@@ -1,34 +1,6 @@
-"""The PSP simulator's card channel: an Adyen-style acquirer, as payrail's gateway reaches it.
-
-Routes (JSON; every one needs `X-API-Key`, every POST honours `Idempotency-Key`):
-- `POST /card/v1/payments`: authorise a payment; `resultCode` is Authorised or Refused.
-- `POST /card/v1/payments/{pspReference}/captures`: capture the whole authorised amount;
-  the AUTHORISATION and CAPTURE webhooks follow.
-- `GET /card/v1/payments/by-reference/{reference}`: a payment, by merchant reference.
-- `POST /card/v1/payments/by-reference/{reference}/cancels`: cancel an uncaptured payment.
-- `POST /card/v1/payments/by-reference/{reference}/refunds` and
-  `POST /card/v1/payments/{pspReference}/refunds`: refund (part of) a captured payment. The
-  refund finishes `refund_processing_ms` later, failed when the `fail_refunds` fault was
-  set when it was accepted, and its REFUND webhook follows.
-- `GET /card/v1/refunds/by-reference/{reference}`: a refund, by merchant reference.
-
-Errors answer `{"status", "errorCode", "message"}` (see `card_protocol`): 401 for a wrong
-API key, 403 for another merchant account, 404 for an unknown payment or refund, 422 for
-an invalid request or a refusal, 503 when the simulator is full.
-
-Idempotency keys are scoped per operation (authorise, capture, cancel, refund). The first
-successful answer under a key is stored and a repeat of the same request gets it back;
-the same key with another request is refused (`idempotency_key_conflict`). Errors are not
-stored: a retry is answered afresh, so it succeeds once the cause is gone. Independently
-of keys, a payment's or refund's merchant reference names one payment or refund: asking
-again with the same amount and currency finds it again, with another is a
-`reference_conflict` (checked before the key, so a payment id reused with another amount
-is reported as such).
-
-Fault switches (`Channel.CARD`): `decline_payments` refuses new authorisations;
-`lose_notifications` sends no webhook; `duplicate_notifications` delivers each webhook
-twice; `out_of_order_notifications` delivers AUTHORISATION after CAPTURE (it normally
-comes first); `fail_refunds` makes refunds accepted while it is set end failed.
+"""The card channel's state and behaviour, independent of HTTP: payments and refunds in
+memory with their idempotency keys, the answers and webhooks, and the simulator that
+carries out each operation. The routes (`routes.py`) only translate.
 """
 
 from __future__ import annotations
@@ -38,16 +10,13 @@ import dataclasses
 import hmac
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import ClassVar, Final
 
 import structlog
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from schemas.common import Channel
 from services.common.clock import Clock
@@ -915,96 +884,6 @@ def refund_item(refund: CardRefund, merchant_account: str) -> protocol.Notificat
         payment_reference=refund.payment_reference,
         reason="" if succeeded else REFUND_FAILURE_REASON,
     )
-
-
-def create_router(context: SimulatorContext) -> APIRouter:
-    """The card channel's routes; its lifespan cancels refunds still processing."""
-    simulator = CardSimulator(
-        context=context,
-        store=CardStore(context.settings.trade_count_max),
-        finisher=RefundFinisher(),
-    )
-
-    @asynccontextmanager
-    async def lifespan(_app: object) -> AsyncIterator[None]:
-        # Nested inside the app's lifespan, so this ends before the notification sender
-        # closes: no refund finishes after its webhook can no longer be sent.
-        try:
-            yield
-        finally:
-            await simulator.finisher.close()
-
-    app = APIRouter(lifespan=lifespan)
-    payments_by_reference = "/card/v1/payments/by-reference/{reference:path}"
-
-    @app.post(protocol.PAYMENTS_PATH)
-    async def authorise(request: Request) -> JSONResponse:
-        return await _respond(request, simulator.authorise, with_body=True)
-
-    @app.post(protocol.PAYMENTS_PATH + "/{psp_reference}/captures")
-    async def capture(request: Request) -> JSONResponse:
-        return await _respond(request, simulator.capture, with_body=True)
-
-    @app.post(protocol.PAYMENTS_PATH + "/{psp_reference}/refunds")
-    async def refund_by_psp_reference(request: Request) -> JSONResponse:
-        return await _respond(request, simulator.refund, with_body=True)
-
-    @app.get(payments_by_reference)
-    async def query_payment(request: Request) -> JSONResponse:
-        return await _respond(request, simulator.query_payment, with_body=False)
-
-    @app.post(payments_by_reference + "/cancels")
-    async def cancel(request: Request) -> JSONResponse:
-        return await _respond(request, simulator.cancel, with_body=True)
-
-    @app.post(payments_by_reference + "/refunds")
-    async def refund_by_reference(request: Request) -> JSONResponse:
-        return await _respond(request, simulator.refund, with_body=True)
-
-    @app.get("/card/v1/refunds/by-reference/{reference:path}")
-    async def query_refund(request: Request) -> JSONResponse:
-        return await _respond(request, simulator.query_refund, with_body=False)
-
-    return app
-
-
-async def _respond(
-    request: Request, operation: Callable[[Call], Answer], *, with_body: bool
-) -> JSONResponse:
-    """Run one operation on the request and turn its answer or error into JSON."""
-    call = Call(
-        api_key=request.headers.get(protocol.API_KEY_HEADER),
-        idempotency_key=request.headers.get(protocol.IDEMPOTENCY_KEY_HEADER),
-        path_params={name: str(value) for name, value in request.path_params.items()},
-        body=await _read_json(request) if with_body else None,
-    )
-    try:
-        answer = operation(call)
-    except CardStoreError as error:
-        answer = _error_answer(CardApiError.of(error))
-    except CardApiError as error:
-        answer = _error_answer(error)
-    return JSONResponse(dict(answer.body), status_code=answer.status_code)
-
-
-def _error_answer(error: CardApiError) -> Answer:
-    return Answer(
-        error.status_code,
-        {"status": error.status_code, "errorCode": error.error_code, "message": error.message},
-    )
-
-
-async def _read_json(request: Request) -> object:
-    """Return the decoded JSON body, or None when it is too large or not JSON."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > REQUEST_BYTES_MAX:
-            return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
 
 
 def _path_reference(call: Call, name: str) -> str:

@@ -1,22 +1,6 @@
-"""The PSP simulator's WeChat-Pay-style channel (APIv3 shapes, HMAC-SHA256 signatures).
-
-Routes of the merchant API (every request signed, see `wechat_pay_protocol`):
-- `POST /wechatpay/v3/pay/transactions/native`: create (or find again) a native-pay trade;
-- `GET /wechatpay/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid=…`: query it;
-- `POST /wechatpay/v3/pay/transactions/out-trade-no/{out_trade_no}/close`: close it (204);
-- `POST /wechatpay/v3/refund/domestic/refunds`: refund part or all of a paid trade;
-- `GET /wechatpay/v3/refund/domestic/refunds/{out_refund_no}`: query a refund.
-
-The payer's side: `GET /wx/pay/{token}` shows the trade, `POST /wx/pay/{token}` pays it.
-
-Failures answer a 4xx or 5xx status with `{"code", "message"}`, like the real API. Every
-answer is signed, except the 401 that refuses a request's own authentication: its sender
-may not hold the key, and signing for it would hand out signed samples.
-
-A trade is paid when the payer pays; its TRANSACTION.SUCCESS notification goes to the
-trade's notify_url. A refund is accepted as PROCESSING and finishes after
-`refund_processing_ms` as SUCCESS (or ABNORMAL with the `fail_refunds` fault), then its
-REFUND.* notification goes to the refund's notify_url.
+"""The WeChat-Pay-style channel's state and behaviour, independent of HTTP: trades and
+refunds in memory, the signed answers and notifications, and the simulator that
+authenticates and carries out requests. The routes (`routes.py`) only translate.
 """
 
 from __future__ import annotations
@@ -25,15 +9,11 @@ import asyncio
 import dataclasses
 import html
 import secrets
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 import structlog
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from schemas.common import Channel
 from schemas.money import format_amount
@@ -53,8 +33,6 @@ from services.psp_simulator.store import (
 )
 
 logger = structlog.get_logger(__name__)
-
-REQUEST_BYTES_MAX: Final = protocol.BODY_BYTES_MAX
 # WeChat Pay takes at most 50 partial refunds of one trade.
 REFUND_COUNT_PER_TRADE_MAX: Final = 50
 # The payer's page token: 16 random bytes, URL-safe.
@@ -446,7 +424,7 @@ def signed_notification(
         }
         body = protocol.dumps(envelope)
         headers = {"content-type": "application/json"}
-        headers.update(_signature_headers(now_s, body, api_v3_key))
+        headers.update(signature_headers(now_s, body, api_v3_key))
         return RenderedAttempt(body=body, headers=headers)
 
     return OutboundNotification(
@@ -459,7 +437,7 @@ def is_acknowledgement(status_code: int, body: bytes) -> bool:
     return 200 <= status_code < 300
 
 
-def _signature_headers(now_s: int, body: bytes, key: str) -> dict[str, str]:
+def signature_headers(now_s: int, body: bytes, key: str) -> dict[str, str]:
     timestamp = str(now_s)
     nonce = secrets.token_hex(16)
     return {
@@ -745,138 +723,6 @@ class WeChatPaySimulator:
             [notification],
             duplicate=self.context.faults.of(Channel.WECHAT_PAY).duplicate_notifications,
         )
-
-
-def create_router(context: SimulatorContext) -> APIRouter:
-    """The WeChat-Pay-style channel's routes: its merchant API and the payer's pages."""
-    settings = context.settings
-    simulator = WeChatPaySimulator(
-        context=context,
-        store=WeChatPayStore(settings.trade_count_max),
-        keys_by_mch_id={settings.wechat_pay_mch_id: settings.wechat_pay_api_v3_key},
-    )
-
-    @asynccontextmanager
-    async def lifespan(_app: Any) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await simulator.stop()
-
-    app = APIRouter(lifespan=lifespan)
-
-    async def signed_call(
-        request: Request, handle: Callable[[str, str, bytes], Answer]
-    ) -> Response:
-        """Authenticate the request, run `handle(mch_id, key, body)`, sign its answer."""
-        body = await _read_body(request)
-        if body is None:
-            return _render(
-                error_answer(413, protocol.CODE_PARAM_ERROR, "body is too large", signed=False),
-                "",
-                context.clock,
-            )
-        try:
-            mch_id, key = simulator.authenticate(
-                method=request.method,
-                target=_request_target(request),
-                authorization=request.headers.get("authorization", ""),
-                body=body,
-            )
-        except RequestProblem as problem:
-            return _render(problem.answer, "", context.clock)
-        return _render(handle(mch_id, key, body), key, context.clock)
-
-    @app.post(protocol.NATIVE_PAY_PATH)
-    async def native_pay(request: Request) -> Response:
-        return await signed_call(
-            request, lambda mch_id, _key, body: simulator.native_pay(mch_id, body)
-        )
-
-    @app.get(protocol.TRADE_BY_OUT_TRADE_NO_PATH_PREFIX + "{out_trade_no}")
-    async def query_trade(out_trade_no: str, request: Request) -> Response:
-        mchid_parameter = request.query_params.get("mchid", "")
-        return await signed_call(
-            request,
-            lambda mch_id, _key, _body: simulator.query_trade(
-                mch_id, out_trade_no, mchid_parameter
-            ),
-        )
-
-    @app.post(
-        protocol.TRADE_BY_OUT_TRADE_NO_PATH_PREFIX + "{out_trade_no}" + protocol.CLOSE_PATH_SUFFIX
-    )
-    async def close_trade(out_trade_no: str, request: Request) -> Response:
-        return await signed_call(
-            request,
-            lambda mch_id, _key, body: simulator.close_trade(mch_id, out_trade_no, body),
-        )
-
-    @app.post(protocol.REFUNDS_PATH)
-    async def refund(request: Request) -> Response:
-        return await signed_call(request, simulator.refund)
-
-    @app.get(protocol.REFUNDS_PATH + "/{out_refund_no}")
-    async def query_refund(out_refund_no: str, request: Request) -> Response:
-        return await signed_call(
-            request,
-            lambda mch_id, _key, _body: simulator.query_refund(mch_id, out_refund_no),
-        )
-
-    @app.get(protocol.PAYER_PAY_PATH_PREFIX + "{pay_token}")
-    async def show_pay_page(pay_token: str) -> Response:
-        trade = simulator.store.find_trade_by_token(pay_token)
-        if trade is None:
-            return JSONResponse({"detail": "unknown trade"}, status_code=404)
-        return HTMLResponse(pay_page(trade))
-
-    @app.post(protocol.PAYER_PAY_PATH_PREFIX + "{pay_token}")
-    async def pay(pay_token: str, request: Request) -> Response:
-        try:
-            trade = simulator.pay(pay_token)
-        except UnknownTrade:
-            return JSONResponse({"detail": "unknown trade"}, status_code=404)
-        except TradeNotPayable as error:
-            return JSONResponse({"detail": str(error)}, status_code=409)
-        if "text/html" in request.headers.get("accept", ""):
-            return HTMLResponse(pay_page(trade))
-        return JSONResponse(
-            {"trade_state": trade.trade_state, "transaction_id": trade.transaction_id}
-        )
-
-    return app
-
-
-def _render(answer: Answer, key: str, clock: Clock) -> Response:
-    """The HTTP response of `answer`, signed under `key` unless it must not be."""
-    body = b"" if answer.payload is None else protocol.dumps(answer.payload)
-    headers: dict[str, str] = {}
-    if answer.signed:
-        headers = _signature_headers(int(clock.now().timestamp()), body, key)
-    return Response(
-        content=body,
-        status_code=answer.status_code,
-        media_type="application/json" if answer.payload is not None else None,
-        headers=headers,
-    )
-
-
-def _request_target(request: Request) -> str:
-    """The path and query exactly as the client sent them, which is what it signed."""
-    raw_path = request.scope.get("raw_path")
-    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else request.url.path
-    query = request.scope.get("query_string", b"")
-    return f"{path}?{query.decode('latin-1')}" if query else path
-
-
-async def _read_body(request: Request) -> bytes | None:
-    """Return the raw body, or None as soon as it exceeds REQUEST_BYTES_MAX."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > REQUEST_BYTES_MAX:
-            return None
-    return bytes(body)
 
 
 def _sign_error(message: str) -> RequestProblem:

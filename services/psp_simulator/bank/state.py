@@ -1,26 +1,16 @@
-"""The PSP simulator's bank rail: credit transfers to merchants' bank accounts.
-
-See `services.gateway.channels.bank_protocol` for the wire protocol. A payout accepted
-now is paid `payout_processing_ms` later, or failed (`account_closed`) when the bank
-rail's `fail_payouts` fault was set when it was accepted; the final status is then
-notified, signed, on the shared sender's retry schedule. The `lose_notifications` and
-`duplicate_notifications` faults apply as for the channels.
+"""The bank rail's state and behaviour: payouts in memory, bounded by `trade_count_max`,
+and the tasks that finish and notify them. The routes (`routes.py`) only translate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import structlog
-from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from services.gateway.channels import bank_protocol as protocol
 from services.psp_simulator.context import SimulatorContext
@@ -28,8 +18,6 @@ from services.psp_simulator.faults import BANK_RAIL
 from services.psp_simulator.notifier import OutboundNotification, RenderedAttempt
 
 logger = structlog.get_logger(__name__)
-
-REQUEST_BYTES_MAX = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -53,7 +41,7 @@ class BankPayout:
         }
 
 
-def _error(status_code: int, code: str, message: str) -> JSONResponse:
+def error_response(status_code: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status_code)
 
 
@@ -69,14 +57,14 @@ class BankRail:
         known = self.payouts.get(instruction.reference)
         if known is not None:
             if (known.amount, known.currency) != (instruction.amount, instruction.currency):
-                return _error(
+                return error_response(
                     422,
                     protocol.ERROR_REFERENCE_CONFLICT,
                     f"payout {instruction.reference} exists with another amount or currency",
                 )
             return JSONResponse(known.answer(), status_code=202)
         if len(self.payouts) >= self.context.settings.trade_count_max:
-            return _error(503, "store_full", "the bank rail holds its maximum of payouts")
+            return error_response(503, "store_full", "the bank rail holds its maximum of payouts")
         payout = BankPayout(
             reference=instruction.reference,
             bank_reference=f"bnk_{secrets.token_hex(8)}",
@@ -142,45 +130,3 @@ class BankRail:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def create_router(context: SimulatorContext) -> APIRouter:
-    """The bank rail's routes; its lifespan cancels payouts still processing."""
-    rail = BankRail(context)
-
-    @asynccontextmanager
-    async def lifespan(_app: object) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await rail.close()
-
-    router = APIRouter(lifespan=lifespan)
-
-    def authorised(request: Request) -> bool:
-        presented = request.headers.get(protocol.API_KEY_HEADER, "")
-        return secrets.compare_digest(presented, context.settings.bank_api_key)
-
-    @router.post(protocol.PAYOUTS_PATH)
-    async def create_payout(request: Request) -> JSONResponse:
-        if not authorised(request):
-            return _error(401, protocol.ERROR_UNAUTHORIZED, "wrong or missing API key")
-        body = await request.body()
-        if len(body) > REQUEST_BYTES_MAX:
-            return _error(422, protocol.ERROR_INVALID_REQUEST, "request too large")
-        try:
-            instruction = protocol.PayoutInstruction.model_validate(json.loads(body))
-        except (ValueError, ValidationError) as error:
-            return _error(422, protocol.ERROR_INVALID_REQUEST, str(error)[:500])
-        return rail.accept(instruction)
-
-    @router.get(protocol.PAYOUTS_PATH + "/{reference}")
-    async def get_payout(reference: str, request: Request) -> JSONResponse:
-        if not authorised(request):
-            return _error(401, protocol.ERROR_UNAUTHORIZED, "wrong or missing API key")
-        payout = rail.payouts.get(reference)
-        if payout is None:
-            return _error(404, protocol.ERROR_NOT_FOUND, f"no payout {reference}")
-        return JSONResponse(payout.answer())
-
-    return router

@@ -1,40 +1,17 @@
-"""The PSP simulator's Alipay-style channel, as payrail's gateway reaches it.
-
-Routes:
-- `POST /alipay/v1/trades/precreate`: create (or find again) a trade; signed JSON answer.
-- `POST /alipay/v1/trades/close`: close a trade still waiting for payment; signed JSON answer.
-- `GET /alipay/v1/trades/{out_trade_no}?app_id=...`: query a trade; signed JSON answer.
-- `POST /alipay/v1/trades/refund`: accept a refund of a paid trade; signed JSON answer.
-  The refund finishes `refund_processing_ms` later (REFUND_SUCCESS, or REFUND_FAIL under
-  the `fail_refunds` fault) and its result is notified (`refund_status_sync`) to the
-  refund's own notify_url.
-- `GET /alipay/v1/refunds/{out_request_no}?app_id=...&out_trade_no=...`: query a refund;
-  signed JSON answer.
-- `GET /pay/{trade_no}`: the payer's page; `POST /pay/{trade_no}`: the payer pays.
-
-A refunded trade keeps its status TRADE_SUCCESS, even when fully refunded: a query of the
-payment keeps proving that the payer paid, and refunds are reported on their own. A paid
-trade still cannot be closed.
-
-Business failures answer HTTP 200 with `code` 40004 and a `sub_code`, like the real API.
-A failure is signed only when the request's own signature verified: otherwise the caller
-may not hold the secret, and the PSP may not even know the app id.
+"""The Alipay-style channel's state and behaviour, independent of HTTP: the checks of
+signed requests, the simulator that precreates, closes, refunds and queries trades, and
+the payer's page. The routes (`routes.py`) only translate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
-import json
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final, TypeGuard
 
 import structlog
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from schemas.common import Channel
 from schemas.money import format_amount
@@ -51,7 +28,6 @@ from services.psp_simulator.store import (
     Trade,
     TradeConflict,
     TradeNotClosable,
-    TradeNotPayable,
     TradeNotRefundable,
     TradeStore,
     TradeStoreFull,
@@ -60,7 +36,6 @@ from services.psp_simulator.store import (
 
 logger = structlog.get_logger(__name__)
 
-REQUEST_BYTES_MAX: Final = 64 * 1024
 # A signed request older or newer than this is refused, so a captured request cannot be
 # replayed days later; fifteen minutes tolerates ordinary clock drift.
 REQUEST_TIMESTAMP_SKEW_S_MAX: Final = 900
@@ -507,91 +482,6 @@ class AlipaySimulator:
                     reference=trade.out_trade_no,
                 )
         return trade
-
-
-def create_router(context: SimulatorContext) -> APIRouter:
-    """The Alipay-style channel's routes: its API and the payer's pages."""
-    settings = context.settings
-    simulator = AlipaySimulator(
-        context=context,
-        store=TradeStore(settings.trade_count_max),
-        secrets_by_app_id={settings.alipay_app_id: settings.alipay_secret},
-    )
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # Included in the app's lifespan, inside it: this ends before the notification
-        # sender closes, so no refund finishes without a sender to notify it.
-        try:
-            yield
-        finally:
-            simulator.cancel_pending_refunds()
-
-    app = APIRouter(lifespan=lifespan)
-
-    @app.post(protocol.PRECREATE_PATH)
-    async def precreate(request: Request) -> JSONResponse:
-        body = await _read_json(request)
-        return JSONResponse(simulator.precreate(body))
-
-    @app.post(protocol.CLOSE_PATH)
-    async def close(request: Request) -> JSONResponse:
-        body = await _read_json(request)
-        return JSONResponse(simulator.close(body))
-
-    @app.post(protocol.REFUND_PATH)
-    async def refund(request: Request) -> JSONResponse:
-        body = await _read_json(request)
-        return JSONResponse(simulator.refund(body))
-
-    @app.get(protocol.REFUND_QUERY_PATH_PREFIX + "{out_request_no}")
-    async def query_refund(
-        out_request_no: str, app_id: str = "", out_trade_no: str = ""
-    ) -> JSONResponse:
-        return JSONResponse(simulator.query_refund(app_id, out_request_no, out_trade_no))
-
-    @app.get(protocol.TRADE_QUERY_PATH_PREFIX + "{out_trade_no}")
-    async def query(out_trade_no: str, app_id: str = "") -> JSONResponse:
-        return JSONResponse(simulator.query(app_id, out_trade_no))
-
-    @app.get("/pay/{trade_no}")
-    async def show_pay_page(trade_no: str) -> Response:
-        trade = simulator.store.find_by_trade_no(trade_no)
-        if trade is None:
-            return JSONResponse({"detail": "unknown trade"}, status_code=404)
-        return HTMLResponse(pay_page(trade))
-
-    @app.get("/qr/{trade_no}")
-    async def follow_qr_code(trade_no: str) -> Response:
-        # A real QR code encodes a URL the payer's wallet opens; a browser gets the pay page.
-        return RedirectResponse(f"/pay/{trade_no}", status_code=307)
-
-    @app.post("/pay/{trade_no}")
-    async def pay(trade_no: str, request: Request) -> Response:
-        try:
-            trade = simulator.pay(trade_no)
-        except UnknownTrade:
-            return JSONResponse({"detail": "unknown trade"}, status_code=404)
-        except TradeNotPayable as error:
-            return JSONResponse({"detail": str(error)}, status_code=409)
-        if "text/html" in request.headers.get("accept", ""):
-            return HTMLResponse(pay_page(trade))
-        return JSONResponse({"trade_no": trade.trade_no, "trade_status": trade.trade_status})
-
-    return app
-
-
-async def _read_json(request: Request) -> object:
-    """Return the decoded JSON body, or None when it is too large or not JSON."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > REQUEST_BYTES_MAX:
-            return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
 
 
 def _is_string_map(value: object) -> TypeGuard[dict[str, str]]:
