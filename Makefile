@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e lint format bench schemas install clean
+.PHONY: run test test-unit test-integration test-e2e test-faults lint format bench schemas install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test-integration: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/pytest -q -m e2e
+
+# The money-safety scenarios alone, in one process, ending with their table of lost,
+# doubled and stuck payments (`make test` runs them too, in its workers).
+test-faults: $(STAMP)
+	$(BIN)/pytest -q tests/faults
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -62,7 +62,13 @@ from schemas.refunds import (
     RequestRefund,
     SubmitChannelRefund,
 )
-from schemas.risk import BlocklistChanged, RiskAlertRaised, RiskDecisionMade, RiskRulesUpdated
+from schemas.risk import (
+    BlocklistChanged,
+    RiskAlertRaised,
+    RiskDecisionMade,
+    RiskRulesUpdated,
+    upcast_risk_rules_updated_v1_v2,
+)
 from schemas.topics import Topic
 from schemas.webhooks import WebhookEndpointDisabled
 
@@ -149,6 +155,7 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("MerchantOnboarded", 1): upcast_merchant_onboarded_v1_v2,
     ("CreatePayment", 1): upcast_add_expires_at,
     ("PaymentCreated", 1): upcast_add_expires_at,
+    ("RiskRulesUpdated", 1): upcast_risk_rules_updated_v1_v2,
 }
 
 

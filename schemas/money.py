@@ -6,8 +6,12 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-# ISO 4217 currencies payrail accepts, with their minor-unit exponent. The list is kept
-# deliberately short: a currency is added when a channel can settle it, not before.
+# ISO 4217 currencies payrail accepts, with their minor-unit exponent: an amount of
+# `amount_minor` is `amount_minor / 10**exponent` units of the currency (30 is 0.30 USD,
+# 30 JPY, 0.030 BHD). The list is kept deliberately short: a currency is added when a
+# channel can settle it, not before. Every money setting (fixed fees, amount limits) is
+# set per currency in that currency's minor units, because one number means amounts a
+# thousand times apart across exponents.
 CURRENCY_EXPONENTS: dict[str, int] = {
     "CNY": 2,
     "HKD": 2,
@@ -17,7 +21,26 @@ CURRENCY_EXPONENTS: dict[str, int] = {
     "SGD": 2,
     "JPY": 0,
     "KRW": 0,
+    "BHD": 3,
+    "JOD": 3,
+    "KWD": 3,
+    "OMR": 3,
+    "TND": 3,
 }
+
+# The currencies payrail accepted before money settings were per currency. A risk limit
+# recorded then, as one number, was enforced as that many minor units of each of them; it
+# keeps exactly that meaning for them and none for currencies added since.
+CURRENCIES_BEFORE_PER_CURRENCY_SETTINGS: tuple[str, ...] = (
+    "CNY",
+    "HKD",
+    "USD",
+    "EUR",
+    "GBP",
+    "SGD",
+    "JPY",
+    "KRW",
+)
 
 # The largest single amount payrail accepts, in minor units of any currency. It keeps
 # every sum of a day's amounts far inside PostgreSQL bigint and is larger than any real
@@ -36,6 +59,14 @@ def check_currency(code: str) -> str:
             f"unsupported currency {code!r}; supported: {', '.join(sorted(CURRENCY_EXPONENTS))}"
         )
     return code
+
+
+def exponent_of(currency: str) -> int:
+    """The ISO 4217 minor-unit exponent of `currency` (0 for JPY, 2 for USD, 3 for BHD).
+
+    Raises UnknownCurrency for a currency payrail does not support.
+    """
+    return CURRENCY_EXPONENTS[check_currency(currency)]
 
 
 def format_amount(amount_minor: int, currency: str) -> str:

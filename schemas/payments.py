@@ -29,7 +29,8 @@ class PaymentTerms(Contract):
 
     `splits` share the payment out: when it succeeds, each recipient's balance gets its
     amount, and the merchant keeps the gross less the fee less the shares. They never add
-    up to more than the gross less the fee, and name each recipient once.
+    up to more than the gross less the fee, and name each recipient once. `fee_plan`
+    prices the payment's currency.
     """
 
     order_id: str = Field(min_length=1, max_length=128)
@@ -42,7 +43,8 @@ class PaymentTerms(Contract):
 
     @model_validator(mode="after")
     def _splits_fit_in_the_net(self) -> Self:
-        check_splits(self.splits, self.amount_minor, self.fee_plan)
+        # CurrencyNotPriced and SplitRefused are ValueErrors: pydantic reports them.
+        check_splits(self.splits, self.amount_minor, self.currency, self.fee_plan)
         return self
 
 
@@ -54,14 +56,17 @@ class SplitRefused(ValueError):
         self.code = code
 
 
-def check_splits(splits: Sequence[Split], amount_minor: int, fee_plan: FeePlan) -> None:
+def check_splits(
+    splits: Sequence[Split], amount_minor: int, currency: str, fee_plan: FeePlan
+) -> None:
     """Raise SplitRefused (`split_recipient_repeated`, `split_exceeds_available`) unless
-    the shares name distinct recipients and fit in what is left after the fee."""
+    the shares name distinct recipients and fit in what is left after the fee; raise
+    CurrencyNotPriced when `fee_plan` sets no fixed fee for `currency`."""
     recipients = [split.recipient_id for split in splits]
     if len(set(recipients)) != len(recipients):
         raise SplitRefused("split_recipient_repeated", "each recipient may be named once")
     shared = sum(split.amount_minor for split in splits)
-    available = amount_minor - fee_plan.fee_minor(amount_minor)
+    available = amount_minor - fee_plan.fee_minor(amount_minor, currency)
     if shared > available:
         raise SplitRefused(
             "split_exceeds_available",

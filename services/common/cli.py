@@ -43,6 +43,7 @@ payrail is running.
   Demo API key     {info.demo_api_key}
   Admin key        {info.admin_key}
   PSP simulator    {info.psp_base_url}
+  Connector        {info.connector_base_url}   (channel and bank callbacks)
   Kafka            {info.kafka_bootstrap_servers}
   Database         {info.database_url}
   Logs             {info.log_dir}/

@@ -420,7 +420,7 @@ class BatchApplier:
         }
         applied: list[Message] = []
         async with self.pool.acquire() as connection, connection.transaction():
-            for letter in await claim_redrive_requests(connection, limit):
+            for letter in await claim_redrive_requests(connection, limit, list(by_inbox)):
                 subscription = by_inbox.get(letter.consumer)
                 if subscription is None:
                     await mark_parked_again(

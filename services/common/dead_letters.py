@@ -269,12 +269,17 @@ async def request_redrive(
     return int(result.split()[-1])
 
 
-async def claim_redrive_requests(connection: Connection, limit: int) -> list[DeadLetterView]:
-    """Letters waiting for a redrive, locked for this transaction (others skip them)."""
+async def claim_redrive_requests(
+    connection: Connection, limit: int, consumers: Sequence[str] | None = None
+) -> list[DeadLetterView]:
+    """Letters waiting for a redrive, locked for this transaction (others skip them); only
+    those of `consumers` when given (two services may share one schema)."""
     rows = await connection.fetch(
         "SELECT * FROM dead_letters WHERE status = 'redrive_requested'"
+        " AND ($2::text[] IS NULL OR consumer = ANY($2::text[]))"
         " ORDER BY first_seen_at LIMIT $1 FOR UPDATE SKIP LOCKED",
         limit,
+        None if consumers is None else list(consumers),
     )
     return [_view("", row) for row in rows]
 

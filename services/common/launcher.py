@@ -74,6 +74,9 @@ class LauncherSettings(BaseSettings):
     ledger_port: int = Field(default=8002, description="ledger health and internal API port.")
     risk_port: int = Field(default=8003, description="risk health port.")
     notifier_port: int = Field(default=8004, description="notifier internal API port.")
+    connector_port: int = Field(
+        default=8005, description="Channel connector port (the channels' and bank's callbacks)."
+    )
     psp_port: int = Field(default=8100, description="PSP simulator port.")
     demo_receiver_port: int = Field(default=8200, description="Demo merchant webhook receiver.")
     embedded_broker_port: int = Field(
@@ -120,6 +123,7 @@ class LauncherSettings(BaseSettings):
             ledger_port=free_port(),
             risk_port=free_port(),
             notifier_port=free_port(),
+            connector_port=free_port(),
             psp_port=free_port(),
             demo_receiver_port=free_port(),
             embedded_broker_port=free_port(),
@@ -136,6 +140,7 @@ def required_ports(settings: LauncherSettings) -> dict[str, int]:
         "ledger": settings.ledger_port,
         "risk": settings.risk_port,
         "notifier": settings.notifier_port,
+        "connector": settings.connector_port,
         "psp": settings.psp_port,
         "demo_receiver": settings.demo_receiver_port,
     }
@@ -279,6 +284,8 @@ class PlatformInfo:
     admin_key: str
     kafka_bootstrap_servers: str
     database_url: str
+    # Where the channels and the bank call back (the connector).
+    connector_base_url: str = ""
     demo_api_key: str | None = None
     demo_webhook_log: Path | None = None
     log_dir: Path | None = None
@@ -485,10 +492,18 @@ class Platform:
                 **common_env,
                 "PAYRAIL_HTTP_PORT": str(s.gateway_port),
                 "PAYRAIL_ADMIN_KEY": admin_key,
-                "PAYRAIL_PSP_BASE_URL": psp_url,
                 "PAYRAIL_NOTIFIER_URL": notifier_url,
                 "PAYRAIL_LEDGER_URL": f"http://127.0.0.1:{s.ledger_port}",
                 "PAYRAIL_RISK_URL": f"http://127.0.0.1:{s.risk_port}",
+            },
+        )
+        self._spawn(
+            "connector",
+            "services.gateway.connector",
+            {
+                **common_env,
+                "PAYRAIL_HTTP_PORT": str(s.connector_port),
+                "PAYRAIL_PSP_BASE_URL": psp_url,
             },
         )
         self._spawn(
@@ -508,6 +523,7 @@ class Platform:
             "risk": f"http://127.0.0.1:{s.risk_port}/readyz",
             "notifier": f"{notifier_url}/readyz",
             "gateway": f"{api_url}/readyz",
+            "connector": f"http://127.0.0.1:{s.connector_port}/readyz",
             "demo_receiver": f"http://127.0.0.1:{s.demo_receiver_port}/healthz",
         }
         for name, url in self._ready_urls.items():
@@ -515,6 +531,7 @@ class Platform:
         self.info = PlatformInfo(
             api_base_url=api_url,
             psp_base_url=psp_url,
+            connector_base_url=f"http://127.0.0.1:{s.connector_port}",
             admin_key=admin_key,
             kafka_bootstrap_servers=bootstrap,
             database_url=database_url,
@@ -694,7 +711,10 @@ def set_up_demo_merchant(api_url: str, admin_key: str, webhook_url: str, secret_
                 "fee_plans": {
                     "alipay": {"basis_points": 60, "fixed_minor": 0},
                     "wechat_pay": {"basis_points": 60, "fixed_minor": 0},
-                    "card": {"basis_points": 290, "fixed_minor": 30},
+                    "card": {
+                        "basis_points": 290,
+                        "fixed_minor_by_currency": {"CNY": 30, "USD": 30, "EUR": 30},
+                    },
                 },
                 "single_payment_limit_minor": 1_000_000,
             },

@@ -164,26 +164,30 @@ def create_service_app(
     wiring: Wiring | None = None,
     clock: Clock | None = None,
     app: FastAPI | None = None,
+    schema: str | None = None,
 ) -> FastAPI:
-    """Build the ASGI app of service `name` (also its PostgreSQL schema name)."""
+    """Build the ASGI app of service `name`. Its PostgreSQL schema is `schema`, by default
+    `name`; a second process of one service (the gateway's channel connector) shares the
+    schema under its own name, consumer group and inbox names."""
+    schema_name = schema or name
     configure_logging(name, settings.log_level, settings.log_format)
     service_clock = clock or SystemClock()
 
     @contextlib.asynccontextmanager
     async def lifespan(fastapi_app: FastAPI) -> AsyncIterator[None]:
         migrations = load_migrations(RUNTIME_MIGRATIONS, *migration_packages)
-        await apply_migrations(settings.database_url, name, migrations)
+        await apply_migrations(settings.database_url, schema_name, migrations)
         await ensure_topics(settings)
         pool = await create_pool(
             settings.database_url,
-            name,
+            schema_name,
             size_max=settings.database_pool_size_max,
             command_timeout_s=settings.database_command_timeout_s,
         )
         broker = build_broker(settings, client_id=f"payrail-{name}")
         relay = OutboxRelay(
             pool,
-            name,
+            schema_name,
             KafkaRecordPublisher(broker),
             topic_prefix=settings.kafka_topic_prefix,
             batch_size_max=settings.outbox_batch_size_max,

@@ -48,6 +48,7 @@ def settings_table(classes: list[tuple[str, type[BaseSettings]]]) -> str:
 def all_settings() -> list[tuple[str, type[BaseSettings]]]:
     from services.common.launcher import LauncherSettings
     from services.common.settings import ServiceSettings
+    from services.gateway.connector.settings import ConnectorSettings
     from services.gateway.settings import GatewaySettings
     from services.ledger.settings import LedgerSettings
     from services.notifier.settings import NotifierSettings
@@ -58,6 +59,7 @@ def all_settings() -> list[tuple[str, type[BaseSettings]]]:
     return [
         ("all services", ServiceSettings),
         ("gateway", GatewaySettings),
+        ("connector", ConnectorSettings),
         ("payment_center", PaymentCenterSettings),
         ("ledger", LedgerSettings),
         ("risk", RiskSettings),

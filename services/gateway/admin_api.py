@@ -7,6 +7,7 @@ row, so other services learn it from `merchants.events`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ import structlog
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
+from schemas.common import Channel, FeePlan
 from schemas.merchants import MerchantOnboarded, MerchantProfile, MerchantUpdated
 from services.common.db import Connection
 from services.common.decisions import Decision, Emit
@@ -56,6 +58,26 @@ def _profile_or_problem(fields: dict[str, Any]) -> MerchantProfile:
             "Invalid merchant profile",
             str(error.errors()[0]["msg"]),
         ) from error
+
+
+def _check_fee_plans(fee_plans: Mapping[Channel, FeePlan]) -> None:
+    """Refuse a fixed fee that names no currency: 30 minor units are 0.30 CNY but 30 KRW.
+
+    Raises ApiProblem 422 `fee_currency_missing`. Merchants onboarded before keep their
+    plans, and their payments are refused in any currency the plan does not price
+    (`currency_not_priced`).
+    """
+    vague = sorted(
+        channel.value for channel, plan in fee_plans.items() if not plan.names_its_currencies
+    )
+    if vague:
+        raise ApiProblem(
+            422,
+            "fee_currency_missing",
+            "Fixed fee without a currency",
+            f"fee plans of {', '.join(vague)}: set the fixed fee per currency in "
+            "fixed_minor_by_currency (minor units of each currency), not fixed_minor",
+        )
 
 
 async def _issue_api_key(
@@ -126,6 +148,7 @@ async def onboard_merchant(body: OnboardMerchantRequest, request: Request) -> An
     With `webhook_url`, also registers a webhook endpoint for every event type and
     returns its signing secret, once.
     """
+    _check_fee_plans(body.fee_plans)
     profile = _profile_or_problem(
         body.model_dump(exclude={"merchant_id", "webhook_url"}) | {"status": "active"}
     )
@@ -185,6 +208,8 @@ async def get_merchant(merchant_id: str, request: Request) -> Any:
 async def update_merchant(merchant_id: str, body: UpdateMerchantRequest, request: Request) -> Any:
     """Change a merchant's profile (suspend it with `status: suspended`). Applies to the
     next payment; recorded as `MerchantUpdated`."""
+    if body.fee_plans is not None:
+        _check_fee_plans(body.fee_plans)
     changes = body.model_dump(exclude_unset=True)
     async with request.app.state.context.pool.acquire() as connection, connection.transaction():
         current = await _load_merchant(connection, merchant_id, for_update=True)

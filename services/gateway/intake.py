@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from asyncpg import Pool
 
-from schemas.common import Channel, FeePlan
+from schemas.common import Channel, CurrencyNotPriced, FeePlan
 from schemas.merchants import MerchantProfile, MerchantStatus
 from schemas.payments import Payer, PaymentRequest, Split, SplitRefused, check_splits
 from services.common.db import Connection
@@ -113,7 +113,8 @@ def payment_request(
     sooner `expires_in`).
 
     Raises PaymentRefused (`merchant_suspended`, `channel_not_enabled`,
-    `expiry_too_long` when `expires_in` exceeds the merchant's payment expiry, and for
+    `expiry_too_long` when `expires_in` exceeds the merchant's payment expiry,
+    `currency_not_priced` when the channel's fee plan sets no fixed fee in `currency`, and for
     `splits`: `split_recipient_unknown` when a recipient is not in `active_recipients` or
     is the merchant itself, `split_recipient_repeated`, `split_exceeds_available`).
     """
@@ -135,7 +136,11 @@ def payment_request(
                 f"{split.recipient_id} is not an active merchant that can receive a share",
             )
     try:
-        check_splits(splits, amount_minor, merchant.fee_plans[channel])
+        fee_plan = merchant.fee_plans[channel].for_currency(currency)
+    except CurrencyNotPriced as refusal:
+        raise PaymentRefused(refusal.code, f"channel {channel.value}: {refusal}") from refusal
+    try:
+        check_splits(splits, amount_minor, currency, fee_plan)
     except SplitRefused as refusal:
         raise PaymentRefused(refusal.code, str(refusal)) from refusal
     return PaymentRequest(
@@ -144,7 +149,7 @@ def payment_request(
         currency=currency,
         channel=channel,
         description=description,
-        fee_plan=merchant.fee_plans[channel],
+        fee_plan=fee_plan,
         expires_at=requested_at + (expires_in or expiry_max),
         payer=payer,
         metadata=metadata or {},

@@ -18,7 +18,7 @@ from services.common.event_store import enqueue_commands
 from services.common.ids import new_prefixed_id
 from services.gateway import idempotency
 from services.gateway.auth import MerchantDependency
-from services.gateway.circuit import ChannelCircuits
+from services.gateway.channel_health import ChannelHealth
 from services.gateway.domain import (
     FINAL_STATUSES,
     RECEIVED_STATUS,
@@ -140,13 +140,17 @@ async def create_payment(
 
     The channel is `channel`, or the first of `channels` (all the merchant's channels
     when neither is given) that the merchant has enabled and that is not failing: a
-    failing channel (circuit open) is skipped, and when every allowed channel is failing
-    the payment is refused at once with `channel_unavailable` (503)."""
+    failing channel (its circuit open at the connector) is skipped, and when every
+    allowed channel is failing the payment is refused at once with `channel_unavailable`
+    (503)."""
     context = request.app.state.context
     settings = request.app.state.gateway_settings
-    circuits: ChannelCircuits = request.app.state.circuits
+    health: ChannelHealth = request.app.state.channel_health
+    failing = await health.failing()
     try:
-        channel = choose_channel(merchant, body.channel_candidates(), circuits.allows)
+        channel = choose_channel(
+            merchant, body.channel_candidates(), lambda candidate: candidate.value not in failing
+        )
         splits = [Split(recipient_id=s.recipient, amount_minor=s.amount) for s in body.splits]
         payment = payment_request(
             merchant,

@@ -1,11 +1,13 @@
 """The gateway's side of payouts: it talks to the bank rail for the ledger, records what
 the rail said, and keeps the payouts merchants read.
 
-The ledger sends `SubmitBankPayout`; the gateway sends the payout to the rail (the payout
-id is the rail's idempotency key, so a redelivered command pays once). A refusal is
-recorded at once as `BankPayoutFailed`; the final status arrives as a signed
-notification and is recorded as `BankPayoutPaid` or `BankPayoutFailed`, once per payout
-(stream = payout id in the gateway's event store). The ledger closes the payout from it.
+The ledger sends `SubmitBankPayout`; the connector sends the payout to the rail (the
+payout id is the rail's idempotency key, so a payout sent again pays once; an answer that
+leaves the outcome unknown is sent again on a schedule, never recorded as a failure). A
+refusal of an invalid request is recorded at once as `BankPayoutFailed`; the final status
+arrives as a signed notification and is recorded as `BankPayoutPaid` or
+`BankPayoutFailed`, once per payout (stream = payout id in the gateway's event store). The
+ledger closes the payout from it.
 """
 
 from __future__ import annotations
@@ -28,10 +30,8 @@ from schemas.payouts import (
 from services.common.clock import Clock
 from services.common.db import Connection
 from services.common.decisions import Decision, Emit
-from services.common.errors import TransientError
 from services.common.event_store import record_decision, stream_version
-from services.gateway.channels.bank import BankRailClient, VerifiedPayoutResult
-from services.gateway.channels.base import ChannelRejected, ChannelUnavailable
+from services.gateway.channels.bank import VerifiedPayoutResult
 from services.gateway.projections import record_public_event
 
 log = structlog.get_logger(__name__)
@@ -39,49 +39,20 @@ log = structlog.get_logger(__name__)
 PRODUCER = "gateway"
 
 
-async def submit_bank_payout(
-    connection: asyncpg.Connection,
-    command: SubmitBankPayout,
-    *,
-    rail: BankRailClient,
-    clock: Clock,
+async def record_payout_sent(
+    connection: Connection, command: SubmitBankPayout, bank_reference: str, *, clock: Clock
 ) -> None:
-    """Send the payout to the bank rail. Raises TransientError while the rail's answer is
-    unknown (the payout is retried, never dropped: the money is already in transit)."""
-    request = command.payload
-    if await stream_version(connection, request.payout_id) > 0:
-        log.info("bank_payout_already_closed", payout_id=request.payout_id)
-        return
-    try:
-        bank_reference = await rail.send_payout(
-            payout_id=request.payout_id,
-            amount_minor=request.amount_minor,
-            currency=request.currency,
-            beneficiary=command.merchant_id,
-        )
-    except ChannelUnavailable as error:
-        raise TransientError(f"bank rail: {error}") from error
-    except ChannelRejected as error:
-        failure = Failure(code=f"bank_{error.code}"[:64], message=error.message or error.code)
-        await record_payout_result(
-            connection,
-            command.merchant_id,
-            request.payout_id,
-            failure=failure,
-            bank_reference=None,
-            clock=clock,
-            cause=command,
-        )
-        return
+    """Remember that the rail took the payout under `bank_reference`; its final word
+    arrives later as a notification (`record_payout_notification`)."""
     await connection.execute(
         "INSERT INTO bank_payouts (payout_id, merchant_id, bank_reference, sent_at)"
         " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        request.payout_id,
+        command.payload.payout_id,
         command.merchant_id,
         bank_reference,
         clock.now(),
     )
-    log.info("bank_payout_sent", payout_id=request.payout_id, bank_reference=bank_reference)
+    log.info("bank_payout_sent", payout_id=command.payload.payout_id, bank_reference=bank_reference)
 
 
 async def record_payout_result(
@@ -128,14 +99,30 @@ async def record_payout_notification(
 ) -> bool:
     """Record a verified notification about a payout the gateway sent.
 
-    Returns False when the payout's result is recorded already. Raises LookupError for a
-    payout the gateway never sent (or whose sending is not committed yet: the rail
-    retries later)."""
+    A payout whose sending got no definite answer yet (an open operation with a call made)
+    is known too: the notification settles it. Returns False when the payout's result is
+    recorded already. Raises LookupError for a payout never sent (the rail retries)."""
     merchant_id = await connection.fetchval(
         "SELECT merchant_id FROM bank_payouts WHERE payout_id = $1", result.payout_id
     )
     if merchant_id is None:
-        raise LookupError(f"unknown payout {result.payout_id}")
+        # Sent, but the rail's answer was lost (a 429 or a timeout after it took the
+        # transfer): the notification is the definite answer the connector is waiting for.
+        merchant_id = await connection.fetchval(
+            "SELECT command_body::jsonb ->> 'merchant_id' FROM channel_operations"
+            " WHERE kind = 'submit_payout' AND subject_id = $1 AND attempts > 0",
+            result.payout_id,
+        )
+        if merchant_id is None:
+            raise LookupError(f"unknown payout {result.payout_id}")
+        await connection.execute(
+            "INSERT INTO bank_payouts (payout_id, merchant_id, bank_reference, sent_at)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            result.payout_id,
+            merchant_id,
+            result.bank_reference,
+            clock.now(),
+        )
     failure = (
         None
         if result.paid

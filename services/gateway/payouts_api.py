@@ -8,15 +8,12 @@ from typing import Any
 
 import asyncpg
 import structlog
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from schemas.common import Failure
 from schemas.payouts import PayoutStatus, PayoutSummary
-from services.common.event_store import ConcurrencyConflict
 from services.gateway.auth import AdminDependency, MerchantDependency
-from services.gateway.channels.bank import BankRailClient
-from services.gateway.channels.base import InvalidNotification
 from services.gateway.ledger_client import post_to_ledger
 from services.gateway.listing import (
     LIMIT_DEFAULT,
@@ -26,7 +23,6 @@ from services.gateway.listing import (
     fetch_merchant_page,
 )
 from services.gateway.models import Body
-from services.gateway.payouts import record_payout_notification
 from services.gateway.problems import PROBLEM_RESPONSES, ApiProblem
 
 log = structlog.get_logger(__name__)
@@ -35,10 +31,6 @@ router = APIRouter(responses=PROBLEM_RESPONSES)
 admin = APIRouter(
     prefix="/v1/admin", tags=["admin"], dependencies=[AdminDependency], responses=PROBLEM_RESPONSES
 )
-rail_callbacks = APIRouter(include_in_schema=False)
-
-NOTIFICATION_SIZE_MAX_BYTES = 16_384
-RECORD_ATTEMPTS_MAX = 3
 
 
 class PayoutRunRequest(Body):
@@ -127,41 +119,3 @@ async def get_payout(payout_id: str, request: Request, merchant: MerchantDepende
     if row is None:
         raise ApiProblem(404, "payout_not_found", "Payout not found", f"No payout {payout_id}.")
     return _payout_view(row)
-
-
-@rail_callbacks.post("/v1/bank/notify")
-async def bank_notification(request: Request) -> Response:
-    """Verify a bank rail notification and record the payout's result once. Anything not
-    acknowledged with a 2xx is sent again by the rail."""
-    rail: BankRailClient = request.app.state.bank_rail
-    body = await request.body()
-    if len(body) > NOTIFICATION_SIZE_MAX_BYTES:
-        log.warning("bank_notification_rejected", reason="too large")
-        return Response("too large", status_code=413)
-    headers = {name.lower(): value for name, value in request.headers.items()}
-    try:
-        result = rail.read_notification(body, headers)
-    except InvalidNotification as error:
-        log.warning("bank_notification_rejected", reason=error.reason)
-        return Response(error.reason, status_code=400)
-    context = request.app.state.context
-    for attempt in range(1, RECORD_ATTEMPTS_MAX + 1):
-        try:
-            async with context.pool.acquire() as connection, connection.transaction():
-                recorded = await record_payout_notification(connection, result, clock=context.clock)
-            break
-        except LookupError as error:
-            log.warning("bank_notification_rejected", reason=str(error))
-            return Response("unknown payout", status_code=404)
-        except ConcurrencyConflict:
-            log.info("bank_notification_conflict", payout_id=result.payout_id, attempt=attempt)
-    else:
-        return Response("conflict", status_code=409)
-    if recorded:
-        context.relay.wake()
-    log.info(
-        "bank_notification_recorded" if recorded else "bank_notification_repeated",
-        payout_id=result.payout_id,
-        paid=result.paid,
-    )
-    return Response(status_code=204)

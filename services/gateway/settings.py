@@ -27,48 +27,12 @@ class GatewaySettings(ServiceSettings):
         le=24 * 30,
         description="How long an Idempotency-Key replays its first response.",
     )
-    psp_base_url: str = Field(
-        default="http://127.0.0.1:8100", description="Base URL of the PSP (simulator) API."
-    )
-    alipay_app_id: str = Field(default="payrail_platform", description="Our app id at Alipay.")
-    alipay_secret: SecretStr = Field(
-        default=SecretStr("alipay-sandbox-secret"), description="Alipay signing secret."
-    )
-    wechat_pay_mch_id: str = Field(default="1900000109", description="Our WeChat Pay mchid.")
-    wechat_pay_api_v3_key: SecretStr = Field(
-        default=SecretStr("wechatpay-sandbox-api-v3-key-32b"),
-        description="WeChat Pay APIv3 key (32 bytes): signs and decrypts.",
-    )
-    card_merchant_account: str = Field(
-        default="PayrailPlatform", description="Our merchant account at the card acquirer."
-    )
-    card_api_key: SecretStr = Field(
-        default=SecretStr("card-sandbox-api-key"), description="Card acquirer API key."
-    )
-    card_hmac_key: SecretStr = Field(
-        default=SecretStr("card-sandbox-hmac-key"), description="Card acquirer webhook HMAC key."
-    )
-    bank_api_key: SecretStr = Field(
-        default=SecretStr("bank-sandbox-api-key"), description="Bank rail (payouts) API key."
-    )
-    bank_hmac_key: SecretStr = Field(
-        default=SecretStr("bank-sandbox-hmac-key"),
-        description="Bank rail notification HMAC key.",
-    )
-    channel_timeout_ms: int = Field(
-        default=5_000, ge=100, le=60_000, description="Timeout of one call to a channel."
-    )
-    channel_circuit_failure_threshold: int = Field(
-        default=5,
-        ge=1,
-        le=1000,
-        description="Consecutive failed calls to a channel that open its circuit.",
-    )
-    channel_circuit_open_ms: int = Field(
-        default=30_000,
+    channel_health_cache_ms: int = Field(
+        default=1_000,
         ge=0,
-        le=3_600_000,
-        description="How long an open circuit refuses calls before one is tried again.",
+        le=60_000,
+        description="How long the connector's view of each channel's circuit is reused when"
+        " routing new payments.",
     )
     risk_url: str = Field(
         default="http://127.0.0.1:8003", description="Internal URL of the risk service."

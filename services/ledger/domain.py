@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from schemas.common import Channel, FeePlan
+from schemas.common import Channel, CurrencyNotPriced, FeePlan
 from schemas.envelope import Event
 from schemas.ledger import AdjustmentPosted, AdjustmentPostedPayload, Posting
 from schemas.payments import (
@@ -25,7 +25,7 @@ from schemas.payments import (
     PaymentSucceededPayload,
 )
 from schemas.refunds import RefundInitiator, RefundSucceeded, RefundSucceededPayload
-from services.common.invariant import invariant
+from services.common.invariant import InvariantViolation, invariant
 
 PAYMENT_SUCCEEDED_KIND = "payment_succeeded"
 
@@ -65,11 +65,14 @@ class InvalidMerchantId(ValueError):
     code = "invalid_merchant_id"
 
 
-def fee_for(amount_minor: int, fee_plan: FeePlan) -> int:
-    """The fee on a payment of `amount_minor`, in the same currency's minor units.
+def fee_for(amount_minor: int, currency: str, fee_plan: FeePlan) -> int:
+    """The fee on a payment of `amount_minor` in `currency`, in that currency's minor units.
 
-    `fee = fixed_minor + round_half_even(amount_minor * basis_points / 10000)`, capped at
-    `amount_minor` so a merchant is never charged more than the payment brought in.
+    `fee = fixed + round_half_even(amount_minor * basis_points / 10000)`, capped at
+    `amount_minor` so a merchant is never charged more than the payment brought in, where
+    `fixed` is the plan's fixed part in `currency` (`FeePlan.fixed_minor_for`: set per
+    currency, since 30 minor units are 0.30 CNY but 30 KRW; a payment recorded before
+    fixed fees were per currency keeps the one fixed part it was charged).
 
     Why half-even ("banker's rounding"): over many payments, ties round up as often as
     down, so the platform neither gains nor loses systematically from rounding; and it is
@@ -77,11 +80,14 @@ def fee_for(amount_minor: int, fee_plan: FeePlan) -> int:
     that a merchant auditing a statement can reproduce exactly in a spreadsheet or script.
 
     The fee plan travels in the event, so replaying the log gives the same fees even after
-    a merchant's plan has changed. Raises InvariantViolation on a non-positive amount,
-    which the `PaymentSucceeded` contract already excludes.
+    a merchant's plan has changed. Raises InvariantViolation on a non-positive amount or
+    a currency the plan does not price, both of which the payment contracts exclude.
     """
     invariant(amount_minor > 0, f"amount_minor must be positive, got {amount_minor}")
-    return fee_plan.fee_minor(amount_minor)
+    try:
+        return fee_plan.fee_minor(amount_minor, currency)
+    except CurrencyNotPriced as error:
+        raise InvariantViolation(f"a payment's fee plan prices its currency: {error}") from error
 
 
 def channel_receivable_account(channel: Channel | str) -> str:
@@ -153,7 +159,7 @@ def payment_succeeded_entry(payment: PaymentSucceededPayload, merchant_id: str) 
     a bug in this function.
     """
     gross_minor = payment.amount_minor
-    fee_minor = fee_for(gross_minor, payment.fee_plan)
+    fee_minor = fee_for(gross_minor, payment.currency, payment.fee_plan)
     shared_minor = sum(split.amount_minor for split in payment.splits)
     invariant(shared_minor <= gross_minor - fee_minor, "splits exceed the net of the payment")
     postings = _lines(

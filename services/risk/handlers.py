@@ -4,7 +4,8 @@ manual review. Each runs in the caller's transaction.
 State lives in PostgreSQL (`payment_observations`, `risk_rules`, `blocklist`,
 `risk_reviews`), written in the same transaction as the decision event, so limits and
 windows survive a restart and a redelivered payment is never counted twice (one
-observation per payment id, one decision per payment stream version).
+observation per payment id, one decision per payment stream version). Every count is the
+merchant's own (a payer id is the merchant's); the block list is platform-wide.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from schemas.risk import (
     RiskRules,
     RiskRulesUpdated,
     RiskRulesUpdatedPayload,
+    upcast_rules_v1_v2,
 )
 from services.common.clock import Clock
 from services.common.db import Connection
@@ -36,7 +38,7 @@ from services.common.decisions import Decision, Emit
 from services.common.event_store import record_decision, stream_version
 from services.common.invariant import InvariantViolation
 from services.risk import domain
-from services.risk.locks import lock_subject
+from services.risk.locks import lock_subject, payer_subject
 
 log = structlog.get_logger(__name__)
 
@@ -83,45 +85,52 @@ async def record_merchant_limits(
 
 
 async def load_rules(connection: Connection | asyncpg.Pool, merchant_id: str) -> RiskRules:
-    """The merchant's rules, or the platform defaults when it has none of its own."""
+    """The merchant's rules, or the platform defaults when it has none of its own. Rules
+    stored before amount limits were per currency are read as they were enforced."""
     stored = await connection.fetchval(
         "SELECT rules FROM risk_rules WHERE merchant_id = $1", merchant_id
     )
-    return RiskRules.model_validate(stored) if stored is not None else RiskRules()
+    if stored is None:
+        return RiskRules()
+    return RiskRules.model_validate(upcast_rules_v1_v2(stored))
 
 
 async def _day_totals(
-    connection: Connection, column: str, value: str, currency: str, day: tuple[datetime, datetime]
+    connection: Connection,
+    merchant_id: str,
+    payer_id: str | None,
+    currency: str,
+    day: tuple[datetime, datetime],
 ) -> tuple[int, int]:
+    """The merchant's (or, with `payer_id`, that payer's within the merchant) amount in
+    `currency` and count of payments in every currency, over `day`, denied ones left out."""
+    payer_filter = "" if payer_id is None else " AND payer_id = $6"
     row = await connection.fetchrow(
-        f"SELECT coalesce(sum(amount_minor) FILTER (WHERE currency = $2), 0) AS amount,"
-        f" count(*) AS count FROM payment_observations"
-        f" WHERE {column} = $1 AND observed_at >= $3 AND observed_at < $4 AND outcome <> $5",
-        value,
+        "SELECT coalesce(sum(amount_minor) FILTER (WHERE currency = $2), 0) AS amount,"
+        " count(*) AS count FROM payment_observations"
+        " WHERE merchant_id = $1 AND observed_at >= $3 AND observed_at < $4 AND outcome <> $5"
+        + payer_filter,
+        merchant_id,
         currency,
         day[0],
         day[1],
         RiskOutcome.DENY.value,
+        *(() if payer_id is None else (payer_id,)),
     )
     if row is None:
         raise InvariantViolation("an aggregate query returns one row")
     return int(row["amount"]), int(row["count"])
 
 
-async def load_history(
-    connection: Connection, merchant_id: str, facts: domain.PaymentFacts, rules: RiskRules
-) -> domain.RiskHistory:
-    """What the rules need to know about earlier payments (this one never included)."""
-    day = domain.utc_day(facts.occurred_at)
-    keys = domain.payer_keys(facts.payer)
-    merchant_amount, merchant_count = await _day_totals(
-        connection, "merchant_id", merchant_id, facts.currency, day
-    )
-    payer_amount, payer_count = (0, 0)
-    if PayerKey.PAYER in keys:
-        payer_amount, payer_count = await _day_totals(
-            connection, "payer_id", keys[PayerKey.PAYER], facts.currency, day
-        )
+async def _velocity_times(
+    connection: Connection,
+    merchant_id: str,
+    keys: dict[PayerKey, str],
+    facts: domain.PaymentFacts,
+    rules: RiskRules,
+) -> dict[PayerKey, Sequence[datetime]]:
+    """The merchant's earlier payments with each of the payer's values, within the
+    longest window of that key (as many as its largest count can need)."""
     velocity_times: dict[PayerKey, Sequence[datetime]] = {}
     for key, value in keys.items():
         windows = [rule for rule in rules.velocity if rule.key is key]
@@ -129,15 +138,35 @@ async def load_history(
             continue
         longest = max(rule.window_seconds for rule in windows)
         rows = await connection.fetch(
-            f"SELECT observed_at FROM payment_observations WHERE {_KEY_COLUMNS[key]} = $1"
+            "SELECT observed_at FROM payment_observations WHERE merchant_id = $5"
+            f" AND {_KEY_COLUMNS[key]} = $1"
             " AND observed_at > $2::timestamptz - make_interval(secs => $3)"
             " AND observed_at <= $2 ORDER BY observed_at DESC LIMIT $4",
             value,
             facts.occurred_at,
             longest,
             max(rule.max_count for rule in windows) + 1,
+            merchant_id,
         )
         velocity_times[key] = [row["observed_at"] for row in rows]
+    return velocity_times
+
+
+async def load_history(
+    connection: Connection, merchant_id: str, facts: domain.PaymentFacts, rules: RiskRules
+) -> domain.RiskHistory:
+    """What the rules need to know about earlier payments (this one never included):
+    the merchant's own, except the block list, which is platform-wide."""
+    day = domain.utc_day(facts.occurred_at)
+    keys = domain.payer_keys(facts.payer)
+    merchant_amount, merchant_count = await _day_totals(
+        connection, merchant_id, None, facts.currency, day
+    )
+    payer_amount, payer_count = (0, 0)
+    if PayerKey.PAYER in keys:
+        payer_amount, payer_count = await _day_totals(
+            connection, merchant_id, keys[PayerKey.PAYER], facts.currency, day
+        )
     recent: list[int] = []
     if rules.anomaly_review_score is not None:
         recent = [
@@ -165,7 +194,7 @@ async def load_history(
         payer_day_count=payer_count,
         merchant_day_amount_minor=merchant_amount,
         merchant_day_count=merchant_count,
-        velocity_times=velocity_times,
+        velocity_times=await _velocity_times(connection, merchant_id, keys, facts, rules),
         recent_amounts=recent,
         blocked=blocked,
     )
@@ -195,7 +224,7 @@ async def decide_payment(
     keys = domain.payer_keys(terms.payer)
     payer_id = keys.get(PayerKey.PAYER)
     if payer_id is not None:
-        await lock_subject(connection, "payer", payer_id)
+        await lock_subject(connection, "payer", payer_subject(merchant_id, payer_id))
     if await connection.fetchval(
         "SELECT true FROM payment_observations WHERE payment_id = $1", facts.payment_id
     ):
@@ -206,8 +235,8 @@ async def decide_payment(
         "SELECT single_payment_limit_minor FROM merchant_limits WHERE merchant_id = $1",
         merchant_id,
     )
-    single_limit = (
-        rules.single_payment_limit_minor or profile_limit or default_single_payment_limit_minor
+    single_limit = domain.single_payment_limit(
+        rules, facts.currency, profile_limit, default_single_payment_limit_minor
     )
     history = await load_history(connection, merchant_id, facts, rules)
     decision = domain.evaluate(facts, rules, single_limit, history)

@@ -22,8 +22,14 @@ from services.risk import domain
 
 
 def subject_lock_key(kind: str, subject: str) -> str:
-    """The advisory lock key of one subject, e.g. ("payer", "user-1")."""
+    """The advisory lock key of one subject, e.g. ("payer", "mch_1:user-1")."""
     return f"risk:{kind}:{subject}"
+
+
+def payer_subject(merchant_id: str, payer_id: str) -> str:
+    """A payer as risk counts it: the merchant's own customer, since payer ids are the
+    merchant's (`user-1` of one merchant is not `user-1` of another)."""
+    return f"{merchant_id}:{payer_id}"
 
 
 async def lock_subject(connection: asyncpg.Connection, kind: str, subject: str) -> None:
@@ -42,7 +48,7 @@ async def batch_lock_keys(connection: asyncpg.Connection, messages: Sequence[obj
             keys.append(subject_lock_key("merchant", message.merchant_id))
             payer_id = domain.payer_keys(message.payload.payer).get(PayerKey.PAYER)
             if payer_id is not None:
-                keys.append(subject_lock_key("payer", payer_id))
+                keys.append(subject_lock_key("payer", payer_subject(message.merchant_id, payer_id)))
         elif isinstance(message, PaymentSucceeded | PaymentFailed):
             keys.append(subject_lock_key("channel", message.payload.channel.value))
             if isinstance(message, PaymentFailed):
@@ -52,9 +58,12 @@ async def batch_lock_keys(connection: asyncpg.Connection, messages: Sequence[obj
     if failed_payment_ids:
         # A failure is counted against its payer, whom only the decision remembers.
         rows = await connection.fetch(
-            "SELECT DISTINCT payer_id FROM payment_observations"
+            "SELECT DISTINCT merchant_id, payer_id FROM payment_observations"
             " WHERE payment_id = ANY($1::text[]) AND payer_id IS NOT NULL",
             failed_payment_ids,
         )
-        keys.extend(subject_lock_key("payer", row["payer_id"]) for row in rows)
+        keys.extend(
+            subject_lock_key("payer", payer_subject(row["merchant_id"], row["payer_id"]))
+            for row in rows
+        )
     return keys

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from schemas.risk import RiskAlertKind, RiskAlertRaisedPayload
 
+# RiskAlertRaisedPayload.subject holds at most this many characters.
+SUBJECT_LENGTH_MAX = 128
+
 
 @dataclass(frozen=True)
 class AlertThresholds:
@@ -66,16 +69,21 @@ def refund_alert(
 
 
 def payer_failure_alert(
-    payer_id: str, failures: int, thresholds: AlertThresholds
+    merchant_id: str, payer_id: str, failures: int, thresholds: AlertThresholds
 ) -> RiskAlertRaisedPayload | None:
-    """`failures`: the payer's failed payments within the window, this one included."""
+    """`failures`: the failed payments within the window of the merchant's payer
+    `payer_id` (payer ids are the merchant's own), this one included."""
     if failures < thresholds.payer_failures_max:
         return None
+    # The subject names the merchant too; cut to the contract's length, which only a
+    # pair of unusually long ids reaches.
+    subject = f"{merchant_id}:{payer_id}"[:SUBJECT_LENGTH_MAX]
     return RiskAlertRaisedPayload(
         kind=RiskAlertKind.PAYER_FAILURE_BURST,
-        subject=payer_id,
+        subject=subject,
         value=float(failures),
         threshold=float(thresholds.payer_failures_max),
-        message=f"payer {payer_id}: {failures} failed payments within "
+        message=f"payer {payer_id[:SUBJECT_LENGTH_MAX]} of merchant "
+        f"{merchant_id[:SUBJECT_LENGTH_MAX]}: {failures} failed payments within "
         f"{thresholds.payer_failure_window_seconds} s",
     )

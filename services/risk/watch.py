@@ -16,7 +16,7 @@ from services.common.db import Connection
 from services.common.decisions import Decision, Emit
 from services.common.event_store import record_decision, stream_version
 from services.risk import monitoring
-from services.risk.locks import lock_subject
+from services.risk.locks import lock_subject, payer_subject
 
 log = structlog.get_logger(__name__)
 
@@ -37,9 +37,12 @@ async def watch_payment(
     at_channel = succeeded or (
         isinstance(event, PaymentFailed) and event.payload.failure.code != RISK_DECLINED
     )
-    payer_id = await connection.fetchval(
-        "SELECT payer_id FROM payment_observations WHERE payment_id = $1", event.aggregate_id
+    # The payer as the decision remembers it: its merchant's own customer.
+    observed = await connection.fetchrow(
+        "SELECT merchant_id, payer_id FROM payment_observations WHERE payment_id = $1",
+        event.aggregate_id,
     )
+    payer_id = None if observed is None else observed["payer_id"]
     channel = event.payload.channel.value
     recorded = await connection.fetchval(
         "INSERT INTO payment_outcomes (payment_id, merchant_id, channel, payer_id, succeeded,"
@@ -69,15 +72,16 @@ async def watch_payment(
         )
         alert = monitoring.channel_alert(channel, [row["succeeded"] for row in rows], thresholds)
         await _raise(connection, alert, event.occurred_at, clock, thresholds)
-    if not succeeded and payer_id is not None:
-        await lock_subject(connection, "payer", payer_id)
+    if not succeeded and observed is not None and payer_id is not None:
+        payer_merchant_id = observed["merchant_id"]
+        await lock_subject(connection, "payer", payer_subject(payer_merchant_id, payer_id))
         # Partitions are applied side by side, so a payer's failures may be judged out of
         # time order: the window ending at this failure, and the one ending at the payer's
         # latest failure seen so far, whichever holds more.
         window = timedelta(seconds=thresholds.payer_failure_window_seconds)
         failures = await connection.fetchval(
             "WITH failed AS (SELECT finished_at FROM payment_outcomes"
-            "                WHERE payer_id = $1 AND NOT succeeded),"
+            "                WHERE merchant_id = $5 AND payer_id = $1 AND NOT succeeded),"
             " latest AS (SELECT max(finished_at) AS at FROM failed)"
             " SELECT greatest("
             "   (SELECT count(*) FROM failed WHERE finished_at > $2 AND finished_at <= $3),"
@@ -87,8 +91,11 @@ async def watch_payment(
             event.occurred_at - window,
             event.occurred_at,
             window,
+            payer_merchant_id,
         )
-        alert = monitoring.payer_failure_alert(payer_id, int(failures), thresholds)
+        alert = monitoring.payer_failure_alert(
+            payer_merchant_id, payer_id, int(failures), thresholds
+        )
         await _raise(connection, alert, event.occurred_at, clock, thresholds)
 
 

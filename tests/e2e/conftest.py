@@ -40,7 +40,15 @@ def ops_receiver() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture(scope="package")
+def extra_platform_env() -> dict[str, str]:
+    """Settings a package's platform adds to the ones below (tests/faults shortens the
+    channel timeout, for instance)."""
+    return {}
+
+
+@pytest.fixture(scope="package")
 def platform(
+    extra_platform_env: dict[str, str],
     ops_receiver: WebhookReceiver,
     kafka: str,
     kafka_settings: dict[str, object],
@@ -79,6 +87,8 @@ def platform(
         # Three failed calls open a channel's circuit for three seconds.
         patch.setenv("PAYRAIL_CHANNEL_CIRCUIT_FAILURE_THRESHOLD", "3")
         patch.setenv("PAYRAIL_CHANNEL_CIRCUIT_OPEN_MS", "3000")
+        for name, value in extra_platform_env.items():
+            patch.setenv(name, value)
         running = Platform(launcher_settings, service_settings)
         running.start()
     try:

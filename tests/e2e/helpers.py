@@ -25,11 +25,12 @@ SMALL_POOLS = {
     "PAYRAIL_DATABASE_POOL_SIZE_MAX": "4",
     "PAYRAIL_CONSUMER_CONCURRENCY_MAX": "2",
     "PAYRAIL_KAFKA_FETCH_MAX_WAIT_MS_IDLE": "250",
-    # A test that makes a channel fail holds its partition of channel.commands until the
-    # fault is lifted (a transient error is retried, never skipped); the retries of the
-    # held batch come back within half a second, not five, so the next test's payments
-    # queued behind it are not held past their create wait.
+    # A batch held by a transient database error is retried within half a second.
     "PAYRAIL_CONSUMER_RETRY_BACKOFF_MS_MAX": "500",
+    # A channel call whose outcome is unknown is made again after 0.2 s, then at most
+    # every second, so a payment waits for a channel a test made fail only briefly.
+    "PAYRAIL_OPERATION_RETRY_INITIAL_MS": "200",
+    "PAYRAIL_OPERATION_RETRY_MAX_MS": "1000",
 }
 
 

@@ -30,7 +30,12 @@ def onboard(admin: httpx.Client, name: str) -> dict[str, Any]:
         "/v1/admin/merchants",
         json={
             "name": name,
-            "fee_plans": {"alipay": {"basis_points": BASIS_POINTS, "fixed_minor": FIXED_MINOR}},
+            "fee_plans": {
+                "alipay": {
+                    "basis_points": BASIS_POINTS,
+                    "fixed_minor_by_currency": {"CNY": FIXED_MINOR},
+                }
+            },
             # Settled only in 30 days: a settlement run by another test leaves this one be.
             "settlement_terms": {"delay_days": 30, "cutoff_time": "00:00", "time_zone": "UTC"},
         },

@@ -66,7 +66,7 @@ def test_money_paid_after_a_cancel_is_recorded_once_as_owed_back(
     clearing_before = ledger_balance(platform, "platform:refunds_clearing")
     payment = api.post("/v1/payments", json=new_payment(amount=777)).json()
     assert api.post(f"/v1/payments/{payment['id']}/cancel").json()["status"] == "canceled"
-    notify_url = f"{info.api_base_url}/v1/channels/alipay/notify"
+    notify_url = f"{info.connector_base_url}/v1/channels/alipay/notify"
     # The payer paid just before the trade closed: the channel's notifications arrive late.
     for _ in range(2):
         late = signed_channel_notification(payment, uuid.uuid4().hex, int(time.time()))

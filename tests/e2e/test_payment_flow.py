@@ -172,7 +172,9 @@ def test_a_forged_channel_notification_is_rejected_and_changes_nothing(
         "sign_type": "HMAC-SHA256",
         "sign": "0" * 64,
     }
-    answer = httpx.post(f"{info.api_base_url}/v1/channels/alipay/notify", data=forged, timeout=5)
+    answer = httpx.post(
+        f"{info.connector_base_url}/v1/channels/alipay/notify", data=forged, timeout=5
+    )
     assert answer.status_code == 400
     assert answer.text == "fail"
     assert api.get(f"/v1/payments/{payment['id']}").json()["status"] == "requires_payment"
@@ -196,7 +198,7 @@ def test_duplicate_and_replayed_channel_notifications_record_one_success(
 ) -> None:
     payment = api.post("/v1/payments", json=new_payment()).json()
     assert payment["status"] == "requires_payment", payment
-    notify_url = f"{info.api_base_url}/v1/channels/alipay/notify"
+    notify_url = f"{info.connector_base_url}/v1/channels/alipay/notify"
     notification = signed_channel_notification(payment, uuid.uuid4().hex, int(time.time()))
     first = httpx.post(notify_url, data=notification, timeout=5)
     duplicate = httpx.post(notify_url, data=notification, timeout=5)

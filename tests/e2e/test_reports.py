@@ -14,18 +14,20 @@ import httpx
 from services.common.launcher import PlatformInfo
 from tests.e2e.helpers import as_admin, as_merchant, eventually, new_payment
 
-CARD_PLAN = {"basis_points": 290, "fixed_minor": 30}
-ALIPAY_PLAN = {"basis_points": 60, "fixed_minor": 0}
+# The payments are in CNY: the card plan's fixed part is 0.30 CNY.
+CARD_PLAN: dict[str, Any] = {"basis_points": 290, "fixed_minor_by_currency": {"CNY": 30}}
+ALIPAY_PLAN: dict[str, Any] = {"basis_points": 60}
 FIGURES = ("payments", "succeeded", "failed", "open", "volume", "refunded", "fees")
 
 
-def fee_minor(amount_minor: int, plan: dict[str, int]) -> int:
+def fee_minor(amount_minor: int, plan: dict[str, Any]) -> int:
     """The fee the merchant agreed to: the fixed part plus the basis points of the amount
     rounded half to even, never more than the amount."""
     proportional = (Decimal(amount_minor) * plan["basis_points"] / 10_000).quantize(
         Decimal(1), rounding=ROUND_HALF_EVEN
     )
-    return min(plan["fixed_minor"] + int(proportional), amount_minor)
+    fixed_minor: int = plan.get("fixed_minor_by_currency", {}).get("CNY", 0)
+    return min(fixed_minor + int(proportional), amount_minor)
 
 
 def status_of(shop: httpx.Client, payment_id: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from tests.e2e.conftest import _create_database
 from tests.e2e.helpers import SMALL_POOLS, eventually, new_payment
 from tests.infrastructure import with_database
 
-CONSUMING_SERVICES = ("payment_center", "ledger", "risk", "notifier", "gateway")
+CONSUMING_SERVICES = ("payment_center", "ledger", "risk", "notifier", "gateway", "connector")
 PAYMENT_COUNT = 60
 
 
@@ -47,6 +47,9 @@ def replicated(
         patch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka)
         for name, value in SMALL_POOLS.items():
             patch.setenv(name, value)
+        # Two of every service (thirteen processes) beside another worker's platform must
+        # fit the 100 connections of a default PostgreSQL: two each.
+        patch.setenv("PAYRAIL_DATABASE_POOL_SIZE_MAX", "2")
         patch.setenv("DATABASE_URL", with_database(postgres_admin, database))
         running = Platform(LauncherSettings.on_free_ports(state_dir), service_settings)
         running.start()

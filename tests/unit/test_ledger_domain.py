@@ -33,8 +33,9 @@ from services.ledger.domain import (
 )
 
 
-def plan(basis_points: int, fixed_minor: int = 0) -> FeePlan:
-    return FeePlan(basis_points=basis_points, fixed_minor=fixed_minor)
+def plan(basis_points: int, fixed_minor: int = 0, currency: str = "CNY") -> FeePlan:
+    """A plan pricing `currency` with a fixed part of `fixed_minor` of its minor units."""
+    return FeePlan(basis_points=basis_points, fixed_minor_by_currency={currency: fixed_minor})
 
 
 def payment(
@@ -82,7 +83,7 @@ def merchant_id() -> str:
 def test_fee_rounds_half_to_even_and_is_capped_at_gross(
     amount_minor: int, basis_points: int, fixed_minor: int, fee_minor: int
 ) -> None:
-    assert fee_for(amount_minor, plan(basis_points, fixed_minor)) == fee_minor
+    assert fee_for(amount_minor, "CNY", plan(basis_points, fixed_minor)) == fee_minor
 
 
 @pytest.mark.parametrize(
@@ -105,14 +106,14 @@ def test_fee_matches_exact_rational_rounding(
 ) -> None:
     # Python's round() of a Fraction is exact and rounds ties to even: an independent oracle.
     expected = min(fixed_minor + round(Fraction(amount_minor * basis_points, 10_000)), amount_minor)
-    fee_minor = fee_for(amount_minor, plan(basis_points, fixed_minor))
+    fee_minor = fee_for(amount_minor, "CNY", plan(basis_points, fixed_minor))
     assert fee_minor == expected
     assert 0 <= fee_minor <= amount_minor
 
 
 def test_fee_refuses_a_non_positive_amount() -> None:
     with pytest.raises(InvariantViolation):
-        fee_for(0, plan(60))
+        fee_for(0, "CNY", plan(60))
 
 
 def test_account_ids() -> None:
@@ -146,7 +147,9 @@ def test_entry_id_is_deterministic_from_the_source_event() -> None:
 
 def test_payment_succeeded_entry_debits_the_channel_and_credits_merchant_and_fees() -> None:
     merchant = merchant_id()
-    postings = payment_succeeded_entry(payment(10_000, plan(60, 10), currency="USD"), merchant)
+    postings = payment_succeeded_entry(
+        payment(10_000, plan(60, 10, "USD"), currency="USD"), merchant
+    )
     assert postings == [
         Posting(
             account_id="platform:channel_receivable:alipay", currency="USD", amount_minor=10_000
@@ -186,7 +189,8 @@ def test_every_payment_entry_balances(
     amount_minor: int, basis_points: int, fixed_minor: int, currency: str
 ) -> None:
     postings = payment_succeeded_entry(
-        payment(amount_minor, plan(basis_points, fixed_minor), currency=currency), "mch_p"
+        payment(amount_minor, plan(basis_points, fixed_minor, currency), currency=currency),
+        "mch_p",
     )
     check_balanced(postings)
     assert 2 <= len(postings) <= 3
@@ -330,7 +334,7 @@ def test_splits_beyond_the_net_or_naming_a_recipient_twice_are_refused(
 ) -> None:
     # 1,000 at 100 bp leaves 990 to share.
     with pytest.raises(SplitRefused) as refused:
-        check_splits(splits, 1_000, plan(100))
+        check_splits(splits, 1_000, "CNY", plan(100))
     assert refused.value.code == code
     with pytest.raises(ValidationError):
         PaymentSucceededPayload.model_validate(

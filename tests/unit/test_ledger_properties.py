@@ -140,8 +140,8 @@ class LedgerHistory(RuleBasedStateMachine):
         """A payment; part of what it leaves after the fee may go to the other merchant
         (a marketplace split)."""
         payment_id = f"pay_{uuid.uuid4().hex}"
-        plan = FeePlan(basis_points=basis_points, fixed_minor=fixed)
-        net = amount - fee_for(amount, plan)
+        plan = FeePlan(basis_points=basis_points, fixed_minor_by_currency={currency: fixed})
+        net = amount - fee_for(amount, currency, plan)
         recipient = next(other for other in MERCHANTS if other != merchant)
         shared = int(net * share)
         splits = (Split(recipient_id=recipient, amount_minor=shared),) if shared else ()

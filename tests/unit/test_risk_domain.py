@@ -17,6 +17,12 @@ PAYER = Payer(id="payer-1", ip="203.0.113.7", device_id="dev-1", card_fingerprin
 NO_VELOCITY = RiskRules(velocity=())
 
 
+def cny_limits(rules: RiskRules = NO_VELOCITY, **limits: int | None) -> RiskRules:
+    """`rules` with the named amount limits of CNY, the currency of these payments."""
+    current = rules.amount_limits["CNY"]
+    return rules.model_copy(update={"amount_limits": {"CNY": current.model_copy(update=limits)}})
+
+
 def facts(amount: int = 1_000, payer: Payer | None = PAYER) -> PaymentFacts:
     return PaymentFacts(
         payment_id="pay_1", amount_minor=amount, currency="CNY", payer=payer, occurred_at=NOW
@@ -49,7 +55,7 @@ def test_the_single_payment_limit(amount: int, rules: list[str]) -> None:
     [(8_999, 1_000, []), (9_000, 1_000, []), (9_001, 1_000, ["limit.payer_daily_amount"])],
 )
 def test_the_payer_daily_amount(before: int, amount: int, rules: list[str]) -> None:
-    limits = NO_VELOCITY.model_copy(update={"payer_daily_amount_limit_minor": 10_000})
+    limits = cny_limits(payer_daily_amount_limit_minor=10_000)
     history = RiskHistory(payer_day_amount_minor=before)
     assert fired(amount, limits, history) == rules
     # Without a payer id the payer's limits do not apply.
@@ -71,16 +77,16 @@ def test_the_payer_daily_count(before: int, rules: list[str]) -> None:
     ],
 )
 def test_the_merchant_daily_limits(amount_before: int, count_before: int, rules: list[str]) -> None:
-    limits = NO_VELOCITY.model_copy(
-        update={"merchant_daily_amount_limit_minor": 10_000, "merchant_daily_count_limit": 10}
+    limits = cny_limits(merchant_daily_amount_limit_minor=10_000).model_copy(
+        update={"merchant_daily_count_limit": 10}
     )
     history = RiskHistory(merchant_day_amount_minor=amount_before, merchant_day_count=count_before)
     assert fired(rules=limits, history=history) == rules
 
 
 def test_a_null_limit_is_off() -> None:
-    limits = NO_VELOCITY.model_copy(
-        update={"payer_daily_amount_limit_minor": None, "payer_daily_count_limit": None}
+    limits = cny_limits(payer_daily_amount_limit_minor=None).model_copy(
+        update={"payer_daily_count_limit": None}
     )
     history = RiskHistory(payer_day_amount_minor=10**12, payer_day_count=10**6)
     assert fired(rules=limits, history=history) == []

@@ -51,7 +51,10 @@ def test_a_merchant_alerts_above_its_refund_rate(payments: int, refunds: int, al
 
 @pytest.mark.parametrize(("failures", "alerts"), [(4, False), (5, True), (6, True)])
 def test_a_payer_alerts_on_a_burst_of_failures(failures: int, alerts: bool) -> None:
-    alert = payer_failure_alert("payer-1", failures, THRESHOLDS)
+    alert = payer_failure_alert("mch_1", "payer-1", failures, THRESHOLDS)
     assert (alert is not None) is alerts
     if alert is not None:
-        assert alert.message == f"payer payer-1: {failures} failed payments within 600 s"
+        assert alert.subject == "mch_1:payer-1"
+        assert alert.message == (
+            f"payer payer-1 of merchant mch_1: {failures} failed payments within 600 s"
+        )

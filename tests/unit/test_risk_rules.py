@@ -18,11 +18,13 @@ from hypothesis import strategies as st
 
 from schemas.payments import Payer
 from schemas.risk import (
+    CurrencyLimits,
     PayerKey,
     RiskDecisionMadePayload,
     RiskOutcome,
     RiskRules,
     VelocityRule,
+    upcast_rules_v1_v2,
 )
 from services.risk.domain import (
     ANOMALY_RULE,
@@ -59,13 +61,17 @@ SPREAD = 1.4826 * 10
 
 
 def rules(**fields: object) -> RiskRules:
-    """Rules with everything but the named fields switched off (validated, not copied)."""
+    """Rules with everything but the named fields switched off (validated, not copied).
+
+    Amount limits are named as the single numbers of v1 rules and read as the service
+    reads stored v1 rules (`upcast_rules_v1_v2`): the same limits in each currency that
+    existed then, CNY among them."""
     off: dict[str, object] = {
         "payer_daily_amount_limit_minor": None,
         "payer_daily_count_limit": None,
         "velocity": (),
     }
-    return RiskRules.model_validate({**off, **fields})
+    return RiskRules.model_validate(upcast_rules_v1_v2({**off, **fields}))
 
 
 def without(key: PayerKey) -> Payer:
@@ -222,14 +228,11 @@ def test_a_null_limit_is_off(field: str) -> None:
 
 def test_every_limit_off_approves_anything_under_the_single_limit() -> None:
     everything_off = RiskRules(
-        payer_daily_amount_limit_minor=None,
+        amount_limits={"CNY": CurrencyLimits()},
         payer_daily_count_limit=None,
-        merchant_daily_amount_limit_minor=None,
         merchant_daily_count_limit=None,
         velocity=(),
         kyc_verified=False,
-        unverified_single_payment_limit_minor=None,
-        unverified_daily_amount_limit_minor=None,
     )
     history = RiskHistory(
         payer_day_amount_minor=10**12,
