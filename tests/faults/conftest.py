@@ -19,6 +19,7 @@ from tests.e2e.conftest import (  # noqa: F401 (fixtures shared with the e2e tes
     platform,
     psp_faults,
 )
+from tests.integration.conftest import http_client  # noqa: F401 (shared fixture)
 
 # Short enough that six calls without an answer fit in a scenario.
 CHANNEL_TIMEOUT_MS = 1_000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -471,3 +472,43 @@ def test_an_input_naming_another_merchant_is_refused_before_any_decision() -> No
     with pytest.raises(domain.ForeignMerchant, match="belongs to merchant mch_a, not mch_b"):
         domain.check_same_merchant(state, "pay_1", "mch_b")
     assert domain.ForeignMerchant.code == "merchant_mismatch"
+
+
+def _risk_denied() -> domain.Payment:
+    state = apply(None, domain.create_payment(None, terms()), "pay_1")
+    return apply(state, domain.apply_risk_decision(state, decision_of(RiskOutcome.DENY)), "pay_1")
+
+
+def _channel_rejected() -> domain.Payment:
+    state = open_payment(PaymentStatus.SUBMITTING)
+    rejected = ChannelPaymentRejectedPayload(
+        channel=Channel.ALIPAY, failure=Failure(code="channel_unavailable", message="down")
+    )
+    return apply(state, domain.apply_channel_rejected(state, rejected), "pay_1")
+
+
+def _expired() -> domain.Payment:
+    state = open_payment(PaymentStatus.REQUIRES_PAYMENT)
+    return apply(state, domain.expire_payment(state, EXPIRES_AT), "pay_1")
+
+
+@pytest.mark.parametrize(
+    ("closed", "status"),
+    [
+        (_risk_denied, PaymentStatus.FAILED),
+        (_channel_rejected, PaymentStatus.FAILED),
+        (_expired, PaymentStatus.EXPIRED),
+    ],
+)
+def test_a_closed_payment_the_channel_reports_paid_is_paid_after_close_and_refunded(
+    closed: Any, status: PaymentStatus
+) -> None:
+    state = closed()
+    assert state.status is status
+    late = domain.apply_channel_succeeded(state, paid())
+    # Never PaymentSucceeded: the payment stays closed, the money is recorded and owed back.
+    assert [emit.event_type for emit in late.events] == [PaymentPaidAfterClose, RefundRequested]
+    assert [send.command_type for send in late.commands] == [SubmitChannelRefund]
+    state = apply(state, late, "pay_1")
+    assert state.status is status and state.paid_after_close
+    assert domain.apply_channel_succeeded(state, paid()).is_empty
