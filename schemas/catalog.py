@@ -26,7 +26,11 @@ from schemas.channels import (
 from schemas.envelope import Command, Event, Message
 from schemas.ledger import AdjustmentPosted, JournalEntryPosted, SettlementCreated
 from schemas.merchants import MerchantOnboarded, MerchantUpdated, upcast_merchant_onboarded_v1_v2
-from schemas.operations import DeadLetterRecorded
+from schemas.operations import (
+    ChannelDiscrepancyRecorded,
+    ChannelOperationUnresolved,
+    DeadLetterRecorded,
+)
 from schemas.orders import OrderCancelled, OrderPlaced
 from schemas.payments import (
     CancelPayment,
@@ -110,6 +114,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     BankPayoutFailed,
     WebhookEndpointDisabled,
     DeadLetterRecorded,
+    ChannelDiscrepancyRecorded,
+    ChannelOperationUnresolved,
 )
 COMMAND_TYPES: tuple[type[Command], ...] = (
     CreatePayment,

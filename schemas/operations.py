@@ -13,9 +13,11 @@ from __future__ import annotations
 import uuid
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
+from schemas.common import Channel
 from schemas.envelope import Contract, Event
+from schemas.money import CurrencyCode
 from schemas.topics import Topic
 
 # The owner of events that belong to the platform rather than to one merchant; the
@@ -64,3 +66,52 @@ class DeadLetterRecorded(Event):
     event_type: Literal["DeadLetterRecorded"] = "DeadLetterRecorded"
     schema_version: Literal[1] = 1
     payload: DeadLetterRecordedPayload
+
+
+class ChannelDiscrepancyRecordedPayload(Contract):
+    """A channel reported a payment or refund with another amount or currency than
+    payrail's: the report is not applied, and someone has to look (reconciliation reads
+    these too)."""
+
+    payment_id: str = Field(min_length=1, max_length=128)
+    refund_id: str | None = Field(default=None, min_length=1, max_length=128)
+    channel: Channel
+    channel_reference: str = Field(
+        min_length=1, max_length=128, description="The channel's trade or refund id."
+    )
+    notification_id: str = Field(min_length=1, max_length=256)
+    expected_amount_minor: int = Field(ge=0)
+    expected_currency: CurrencyCode
+    reported_amount_minor: int = Field(ge=0)
+    reported_currency: CurrencyCode
+
+
+class ChannelDiscrepancyRecorded(Event):
+    """payment_center refused a channel result that contradicts the payment's terms."""
+
+    topic: ClassVar[Topic] = Topic.OPERATIONS_EVENTS
+    event_type: Literal["ChannelDiscrepancyRecorded"] = "ChannelDiscrepancyRecorded"
+    schema_version: Literal[1] = 1
+    payload: ChannelDiscrepancyRecordedPayload
+
+
+class ChannelOperationUnresolvedPayload(Contract):
+    """A call the connector owes a rail has had no definite answer for too long."""
+
+    kind: str = Field(min_length=1, max_length=64, description="submit_payment, submit_payout...")
+    subject_id: str = Field(
+        min_length=1, max_length=128, description="The payment, refund or payout id."
+    )
+    rail: str = Field(min_length=1, max_length=32)
+    attempts: int = Field(ge=1)
+    first_attempt_at: AwareDatetime
+    last_error: str = Field(default="", max_length=1000)
+
+
+class ChannelOperationUnresolved(Event):
+    """The connector keeps calling; an operator should look at the rail."""
+
+    topic: ClassVar[Topic] = Topic.OPERATIONS_EVENTS
+    event_type: Literal["ChannelOperationUnresolved"] = "ChannelOperationUnresolved"
+    schema_version: Literal[1] = 1
+    payload: ChannelOperationUnresolvedPayload

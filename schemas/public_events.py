@@ -10,7 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.envelope import Event
-from schemas.operations import DeadLetterRecorded
+from schemas.operations import (
+    ChannelDiscrepancyRecorded,
+    ChannelOperationUnresolved,
+    DeadLetterRecorded,
+)
 from schemas.payments import PaymentCanceled, PaymentExpired, PaymentFailed, PaymentSucceeded
 from schemas.payouts import PayoutFailed, PayoutPaid
 from schemas.refunds import RefundFailed, RefundSucceeded
@@ -34,12 +38,16 @@ PUBLIC_EVENT_TYPES: dict[type[Event], str] = {
 OPS_EVENT_TYPES: dict[type[Event], str] = {
     RiskAlertRaised: "risk.alert",
     DeadLetterRecorded: "dead_letter.recorded",
+    ChannelDiscrepancyRecorded: "channel.discrepancy",
+    ChannelOperationUnresolved: "channel_operation.unresolved",
 }
 # What the ops webhook receives: operations' own events, and the merchants' events that
 # need someone at the platform to look (an endpoint disabled for failing).
 OPS_WEBHOOK_EVENTS: tuple[str, ...] = (
     "risk.alert",
     "dead_letter.recorded",
+    "channel.discrepancy",
+    "channel_operation.unresolved",
     "webhook_endpoint.disabled",
 )
 
@@ -155,6 +163,19 @@ def public_object(event: Event) -> dict[str, Any]:
         return {"object": "risk_alert", **event.payload.model_dump(mode="json")}
     if isinstance(event, DeadLetterRecorded):
         return _dead_letter_object(event)
+    if isinstance(event, ChannelDiscrepancyRecorded):
+        return {
+            "id": event.aggregate_id,
+            "object": "channel_discrepancy",
+            "merchant_id": event.merchant_id,
+            **event.payload.model_dump(mode="json"),
+        }
+    if isinstance(event, ChannelOperationUnresolved):
+        return {
+            "id": event.aggregate_id,
+            "object": "channel_operation",
+            **event.payload.model_dump(mode="json"),
+        }
     if isinstance(event, WebhookEndpointDisabled):
         return {
             "id": event.payload.endpoint_id,

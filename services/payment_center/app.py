@@ -6,7 +6,7 @@ import asyncio
 from functools import partial
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from schemas import Topic
 from services.common.clock import Clock
@@ -61,7 +61,31 @@ def create_app(
                 if queried < center_settings.expiry_batch_size_max:
                     await asyncio.sleep(center_settings.expiry_poll_interval_ms / 1000)
 
-        context.background.extend([expire_payments, query_stuck_payments])
+        async def retry_refused_refunds() -> None:
+            while True:
+                try:
+                    retried = await handlers.retry_due_refunds(
+                        context.pool,
+                        context.clock,
+                        center_settings.automatic_refund_retry_schedule_ms,
+                        center_settings.expiry_batch_size_max,
+                    )
+                except TRANSIENT_ERRORS as error:
+                    log.warning("refund_retry_round_failed", error=repr(error))
+                    retried = 0
+                if retried < center_settings.expiry_batch_size_max:
+                    await asyncio.sleep(center_settings.expiry_poll_interval_ms / 1000)
+
+        context.background.extend([expire_payments, query_stuck_payments, retry_refused_refunds])
+
+    app = FastAPI(title="payrail payment_center")
+
+    @app.get("/internal/v1/automatic_refunds")
+    async def automatic_refunds(request: Request, limit: int = 100) -> list[dict[str, object]]:
+        """Refused automatic refunds still owed to payers: waiting for their next attempt,
+        or exhausted (an operator must act)."""
+        pool = request.app.state.context.pool
+        return await handlers.automatic_refunds_waiting(pool, max(1, min(limit, 1_000)))
 
     return create_service_app(
         "payment_center",
@@ -69,4 +93,5 @@ def create_app(
         migration_packages=["services.payment_center.migrations"],
         wiring=wire,
         clock=clock,
+        app=app,
     )

@@ -39,6 +39,7 @@ from schemas.channels import (
     SubmitChannelPaymentPayload,
 )
 from schemas.common import Failure, NextAction
+from schemas.operations import ChannelDiscrepancyRecordedPayload
 from schemas.payments import (
     CancelPaymentPayload,
     PaymentActionRequired,
@@ -136,9 +137,14 @@ class UnknownPayment(PaymentError):
 
 
 class ChannelAmountMismatch(PaymentError):
-    """The channel reports a paid amount or currency that differs from the payment's."""
+    """The channel reports a paid amount or currency that differs from the payment's.
+    `discrepancy` is what operations (and reconciliation) are told."""
 
     code = "channel_amount_mismatch"
+
+    def __init__(self, message: str, discrepancy: ChannelDiscrepancyRecordedPayload) -> None:
+        super().__init__(message)
+        self.discrepancy = discrepancy
 
 
 class UnknownRefund(PaymentError):
@@ -422,7 +428,17 @@ def apply_channel_succeeded(
     if (paid.amount_minor, paid.currency) != (terms.amount_minor, terms.currency):
         raise ChannelAmountMismatch(
             f"{state.payment_id}: channel paid {paid.amount_minor} {paid.currency},"
-            f" payment is {terms.amount_minor} {terms.currency}"
+            f" payment is {terms.amount_minor} {terms.currency}",
+            ChannelDiscrepancyRecordedPayload(
+                payment_id=state.payment_id,
+                channel=paid.channel,
+                channel_reference=paid.channel_trade_id,
+                notification_id=paid.notification_id,
+                expected_amount_minor=terms.amount_minor,
+                expected_currency=terms.currency,
+                reported_amount_minor=paid.amount_minor,
+                reported_currency=paid.currency,
+            ),
         )
     if state.status is PaymentStatus.SUCCEEDED or state.paid_after_close:
         return NOTHING
@@ -546,7 +562,18 @@ def apply_channel_refund_succeeded(
     if (result.amount_minor, result.currency) != (terms.amount_minor, terms.currency):
         raise ChannelAmountMismatch(
             f"refund {terms.refund_id}: channel refunded {result.amount_minor}"
-            f" {result.currency}, requested {terms.amount_minor} {terms.currency}"
+            f" {result.currency}, requested {terms.amount_minor} {terms.currency}",
+            ChannelDiscrepancyRecordedPayload(
+                payment_id=state.payment_id if state else "",
+                refund_id=terms.refund_id,
+                channel=result.channel,
+                channel_reference=result.channel_refund_id,
+                notification_id=result.notification_id,
+                expected_amount_minor=terms.amount_minor,
+                expected_currency=terms.currency,
+                reported_amount_minor=result.amount_minor,
+                reported_currency=result.currency,
+            ),
         )
     if refund.status is RefundStatus.SUCCEEDED:
         return NOTHING
@@ -574,3 +601,54 @@ def apply_channel_refund_failed(
         )
     payload = RefundFailedPayload(**refund.terms.model_dump(), failure=result.failure)
     return Decision(events=(Emit(RefundFailed, payload),))
+
+
+# Refunds payrail starts by itself: the money is the payer's, so a refusal is not the end.
+AUTOMATIC_REFUND_INITIATORS = frozenset(
+    {RefundInitiator.ORDER_CANCELLED, RefundInitiator.PAID_AFTER_CLOSE}
+)
+
+
+def automatic_refund_attempt(refund_id: str) -> int:
+    """Which attempt of an automatic refund `refund_id` is: 1 for the derived id, n for
+    its `_r<n>` retries."""
+    _base, separator, attempt = refund_id.rpartition("_r")
+    return int(attempt) if separator and attempt.isdigit() else 1
+
+
+def retry_automatic_refund(
+    state: Payment | None, failed_refund_id: str, *, attempts_max: int
+) -> Decision:
+    """Try again an automatic refund the channel refused: a new refund (id
+    `<first id>_r<n>`) of what is still refundable, up to `attempts_max` attempts in all.
+
+    Decides nothing when the refund did not fail, is not automatic, its attempts are used
+    up, a later attempt exists already, or nothing is left to refund.
+    Raises UnknownPayment or UnknownRefund for a refund never requested.
+    """
+    failed = _requested_refund(state, failed_refund_id)
+    if state is None:  # _requested_refund raised already; this narrows the type
+        raise UnknownPayment("refund retry for an unknown payment")
+    terms = failed.terms
+    attempt = automatic_refund_attempt(terms.refund_id)
+    if (
+        failed.status is not RefundStatus.FAILED
+        or terms.initiator not in AUTOMATIC_REFUND_INITIATORS
+        or attempt >= attempts_max
+    ):
+        return NOTHING
+    first_id = terms.refund_id if attempt == 1 else terms.refund_id.rpartition("_r")[0]
+    next_id = f"{first_id}_r{attempt + 1}"
+    amount_minor = min(terms.amount_minor, state.refundable_amount_minor)
+    if state.refund(next_id) is not None or amount_minor <= 0:
+        return NOTHING
+    refund = _refund_terms(
+        state,
+        refund_id=next_id,
+        amount_minor=amount_minor,
+        reason=terms.reason,
+        initiator=terms.initiator,
+    )
+    return Decision(
+        events=(Emit(RefundRequested, refund),), commands=(_submit_refund(state, refund),)
+    )

@@ -7,6 +7,7 @@ id, and risk and the gateway record their results in streams named after the pay
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from schemas.channels import (
     QueryChannelPaymentPayload,
 )
 from schemas.common import Channel
+from schemas.operations import ChannelDiscrepancyRecorded
 from schemas.payments import (
     CancelPayment,
     CreatePayment,
@@ -46,8 +48,13 @@ from schemas.refunds import (
 from schemas.risk import RiskDecisionMade
 from services.common.clock import Clock
 from services.common.db import Connection
-from services.common.decisions import Decision
-from services.common.event_store import enqueue_commands, load_stream, record_decision
+from services.common.decisions import Decision, Emit
+from services.common.event_store import (
+    enqueue_commands,
+    load_stream,
+    record_decision,
+    stream_version,
+)
 from services.common.invariant import InvariantViolation
 from services.common.metrics import PAYMENTS_FINISHED
 from services.payment_center import domain
@@ -96,7 +103,11 @@ async def decide_payment(
     # Every input acts on the payment named by its id; one that names another merchant
     # would let that merchant cancel or refund a payment not its own.
     domain.check_same_merchant(state, payment_id, message.merchant_id)
-    decision = DECIDERS[type(message)](state, message.payload)  # type: ignore[union-attr]
+    try:
+        decision = DECIDERS[type(message)](state, message.payload)  # type: ignore[union-attr]
+    except domain.ChannelAmountMismatch as mismatch:
+        await _record_discrepancy(connection, message, mismatch, clock)
+        return
     if decision.is_empty:
         log.info("payment_input_ignored", payment_id=payment_id, status=state and state.status)
         return
@@ -110,6 +121,40 @@ async def decide_payment(
         message,
         query_schedule_ms,
     )
+
+
+async def _record_discrepancy(
+    connection: Connection,
+    cause: Message,
+    mismatch: domain.ChannelAmountMismatch,
+    clock: Clock,
+) -> None:
+    """Keep a channel result that contradicts the payment's terms as a discrepancy for
+    operations (and reconciliation) instead of applying it; the payment is unchanged. One
+    per channel notification: the same report again records nothing."""
+    discrepancy = mismatch.discrepancy
+    stream_id = discrepancy_stream_id(discrepancy.payment_id, discrepancy.notification_id)
+    if await stream_version(connection, stream_id) > 0:
+        return
+    await record_decision(
+        connection,
+        Decision(events=(Emit(ChannelDiscrepancyRecorded, discrepancy),)),
+        stream_id=stream_id,
+        expected_version=0,
+        merchant_id=cause.merchant_id,
+        producer=PRODUCER,
+        clock=clock,
+        cause=cause,
+    )
+    log.error(
+        "channel_discrepancy_recorded", payment_id=discrepancy.payment_id, error=str(mismatch)
+    )
+
+
+def discrepancy_stream_id(payment_id: str, notification_id: str) -> str:
+    """The stream of the discrepancy one channel notification revealed (at most 128 chars)."""
+    name = f"payrail:discrepancy:{payment_id}:{notification_id}"
+    return f"disc_{uuid.uuid5(uuid.NAMESPACE_URL, name).hex}"
 
 
 async def _record(
@@ -180,6 +225,20 @@ async def _track_deadline(
                 payment_id,
                 event.payload.refund_id,
             )
+            if (
+                isinstance(event, RefundFailed)
+                and event.payload.initiator in domain.AUTOMATIC_REFUND_INITIATORS
+            ):
+                # The payer's money: tried again on its own schedule (retry_due_refunds).
+                await connection.execute(
+                    "INSERT INTO refund_retries (payment_id, refund_id, attempt, failed_at,"
+                    " failure_code) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    payment_id,
+                    event.payload.refund_id,
+                    domain.automatic_refund_attempt(event.payload.refund_id),
+                    event.occurred_at,
+                    event.payload.failure.code,
+                )
         if isinstance(event, PaymentCreated) and event.payload.expires_at is not None:
             await connection.execute(
                 "INSERT INTO payment_deadlines (payment_id, expires_at) VALUES ($1, $2)"
@@ -246,6 +305,71 @@ async def expire_due_payments(pool: asyncpg.Pool, clock: Clock, batch_size_max: 
                     "DELETE FROM payment_deadlines WHERE payment_id = $1", payment_id
                 )
     return len(due)
+
+
+async def retry_due_refunds(
+    pool: asyncpg.Pool, clock: Clock, schedule_ms: Sequence[int], batch_size_max: int
+) -> int:
+    """Try again the refused automatic refunds whose pause has passed (attempt n waits
+    `schedule_ms[n-1]` after its failure). One whose attempts are used up (one more than
+    the schedule's length) stays listed as exhausted for operations. Returns how many
+    rows were handled."""
+    now = clock.now()
+    attempts_max = len(schedule_ms) + 1
+    async with pool.acquire() as connection, connection.transaction():
+        due = await connection.fetch(
+            "SELECT payment_id, refund_id, attempt FROM refund_retries"
+            " WHERE status = 'waiting' AND failed_at + make_interval(secs =>"
+            "   ($2::bigint[])[least(attempt, cardinality($2::bigint[]))] / 1000.0) <= $1"
+            " ORDER BY failed_at LIMIT $3 FOR UPDATE SKIP LOCKED",
+            now,
+            list(schedule_ms),
+            batch_size_max,
+        )
+        for row in due:
+            payment_id, refund_id = row["payment_id"], row["refund_id"]
+            state = domain.replay(await load_stream(connection, payment_id))
+            decision = domain.retry_automatic_refund(state, refund_id, attempts_max=attempts_max)
+            if state is not None and not decision.is_empty:
+                await _record(
+                    connection,
+                    state,
+                    decision,
+                    payment_id,
+                    state.merchant_id,
+                    clock,
+                    None,
+                    DEFAULT_CHANNEL_QUERY_SCHEDULE_MS,
+                )
+                log.info("automatic_refund_retried", payment_id=payment_id, refund_id=refund_id)
+            elif row["attempt"] >= attempts_max:
+                await connection.execute(
+                    "UPDATE refund_retries SET status = 'exhausted'"
+                    " WHERE payment_id = $1 AND refund_id = $2",
+                    payment_id,
+                    refund_id,
+                )
+                log.error("automatic_refund_exhausted", payment_id=payment_id, refund_id=refund_id)
+                continue
+            await connection.execute(
+                "DELETE FROM refund_retries WHERE payment_id = $1 AND refund_id = $2",
+                payment_id,
+                refund_id,
+            )
+    return len(due)
+
+
+async def automatic_refunds_waiting(
+    connection: Connection | asyncpg.Pool, limit: int
+) -> list[dict[str, object]]:
+    """The refused automatic refunds waiting for another attempt or exhausted, oldest
+    first: what operations look at."""
+    rows = await connection.fetch(
+        "SELECT payment_id, refund_id, attempt, failed_at, failure_code, status"
+        " FROM refund_retries ORDER BY failed_at LIMIT $1",
+        limit,
+    )
+    return [dict(row) for row in rows]
 
 
 async def query_stuck_payments(

@@ -26,6 +26,16 @@ class PaymentCenterSettings(ServiceSettings):
             " delays (one per query, counted from the previous one); then stop."
         ),
     )
+    automatic_refund_retry_schedule_ms: list[int] = Field(
+        default=[60_000, 300_000, 1_800_000, 7_200_000, 21_600_000],
+        min_length=1,
+        max_length=20,
+        description=(
+            "A refund payrail started by itself (a late payment, a cancelled order) that the"
+            " channel refuses is tried again after each of these pauses (one per failed"
+            " attempt); after the last it is listed as exhausted for operations."
+        ),
+    )
     expiry_batch_size_max: int = Field(
         default=100, ge=1, le=10_000, description="Payments one expiry round expires at most."
     )

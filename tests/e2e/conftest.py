@@ -14,7 +14,7 @@ import pytest
 
 from services.common.launcher import LauncherSettings, Platform, PlatformInfo
 from services.common.settings import ServiceSettings
-from tests.e2e.helpers import SMALL_POOLS
+from tests.e2e.helpers import SMALL_POOLS, eventually, new_payment
 from tests.infrastructure import with_database
 from tests.support.webhook_receiver import Route, WebhookReceiver
 
@@ -37,6 +37,26 @@ def ops_receiver() -> Iterator[WebhookReceiver]:
     with WebhookReceiver() as receiver:
         receiver.route(OPS_PATH, Route(secrets=[OPS_SECRET]))
         yield receiver
+
+
+def warm_up(running: Platform) -> None:
+    """Wait until one payment reaches the payer step: the services answer /readyz before
+    their consumers have joined their groups, and the first test must not pay for that."""
+    info = running.info
+    assert info is not None
+    with httpx.Client(
+        base_url=info.api_base_url,
+        headers={"Authorization": f"Bearer {info.demo_api_key}"},
+        timeout=15.0,
+    ) as client:
+        created = client.post("/v1/payments", json=new_payment(amount=100))
+        created.raise_for_status()
+        payment_id = created.json()["id"]
+        eventually(
+            lambda: client.get(f"/v1/payments/{payment_id}").json()["status"] == "requires_payment",
+            timeout_s=60,
+            what="a first payment to reach the payer step",
+        )
 
 
 @pytest.fixture(scope="package")
@@ -92,6 +112,7 @@ def platform(
         running = Platform(launcher_settings, service_settings)
         running.start()
     try:
+        warm_up(running)
         yield running
     finally:
         running.stop()

@@ -28,10 +28,18 @@ def test_canceling_an_unpaid_payment_closes_its_trade(
     assert canceled.json()["next_action"] is None
 
     def trade_closed() -> bool:
-        # The payer can no longer pay once the gateway has closed the channel's trade.
-        return httpx.post(payment["next_action"]["url"], timeout=5).status_code == 409
+        # Asked as the connector would ask, not by paying: a payer's attempt before the
+        # close would pay the trade (and be refunded), which is another test.
+        answer = httpx.get(
+            f"{info.psp_base_url}/alipay/v1/trades/{payment['id']}",
+            params={"app_id": "payrail_platform"},
+            timeout=5,
+        ).json()
+        return bool(answer.get("trade_status") == "TRADE_CLOSED")
 
     eventually(trade_closed, what="the channel trade to be closed")
+    # The payer can no longer pay.
+    assert httpx.post(payment["next_action"]["url"], timeout=5).status_code == 409
     again = api.post(f"/v1/payments/{payment['id']}/cancel")
     assert again.status_code == 200 and again.json()["status"] == "canceled"
 

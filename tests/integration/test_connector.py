@@ -63,6 +63,20 @@ class Connector:
         finally:
             await connection.close()
 
+    async def unresolved_alerts(self, subject_id: str) -> int:
+        connection = await asyncpg.connect(self.database_url, timeout=10)
+        try:
+            return int(
+                await connection.fetchval(
+                    "SELECT count(*) FROM gateway.event_store"
+                    " WHERE message_type = 'ChannelOperationUnresolved'"
+                    " AND body -> 'payload' ->> 'subject_id' = $1",
+                    subject_id,
+                )
+            )
+        finally:
+            await connection.close()
+
     async def attempts(self, kind: str, subject_id: str) -> int:
         connection = await asyncpg.connect(self.database_url, timeout=10)
         try:
@@ -90,6 +104,7 @@ async def running_connector(settings: ServiceSettings) -> AsyncIterator[Connecto
             channel_circuit_open_ms=60_000,
             operation_retry_initial_ms=50,
             operation_retry_max_ms=200,
+            operation_unknown_alert_after_ms=1_000,
         )
         app = create_app(connector_settings)
         publisher = build_broker(settings, client_id="connector-test")
@@ -150,6 +165,8 @@ async def test_a_card_answering_too_slowly_six_times_succeeds_once_it_answers(
 
         await wait_until(answered, timeout_s=30, what="the card's answer to be recorded")
         assert await connector.recorded(command.aggregate_id) == ["ChannelPaymentSucceeded"]
+        # Six calls took longer than the alert setting: operations were told, once.
+        assert await connector.unresolved_alerts(command.aggregate_id) == 1
 
 
 async def test_a_new_payment_is_refused_while_its_rail_is_failing_but_others_go_through(

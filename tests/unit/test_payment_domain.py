@@ -512,3 +512,49 @@ def test_a_closed_payment_the_channel_reports_paid_is_paid_after_close_and_refun
     state = apply(state, late, "pay_1")
     assert state.status is status and state.paid_after_close
     assert domain.apply_channel_succeeded(state, paid()).is_empty
+
+
+def _refund_failed(state: domain.Payment, refund_id: str) -> domain.Payment:
+    failed = ChannelRefundFailedPayload(
+        refund_id=refund_id,
+        channel=Channel.ALIPAY,
+        failure=Failure(code="channel_refund_refused", message="try later"),
+    )
+    return apply(state, domain.apply_channel_refund_failed(state, failed), "pay_1")
+
+
+def test_a_refused_automatic_refund_is_tried_again_under_new_ids_up_to_the_limit() -> None:
+    state = open_payment(PaymentStatus.REQUIRES_PAYMENT)
+    state = apply(state, domain.cancel_payment(state, CancelPaymentPayload()), "pay_1")
+    state = apply(state, domain.apply_channel_succeeded(state, paid()), "pay_1")
+    (first,) = state.refunds
+    assert first.terms.initiator is RefundInitiator.PAID_AFTER_CLOSE
+    # Not failed yet: nothing to retry.
+    assert domain.retry_automatic_refund(state, first.terms.refund_id, attempts_max=3).is_empty
+    refund_id = first.terms.refund_id
+    for attempt in (2, 3):
+        state = _refund_failed(state, refund_id)
+        retry = domain.retry_automatic_refund(state, refund_id, attempts_max=3)
+        assert [emit.event_type for emit in retry.events] == [RefundRequested]
+        assert [send.command_type for send in retry.commands] == [SubmitChannelRefund]
+        terms = retry.events[0].payload
+        assert isinstance(terms, RefundTerms)
+        assert terms.refund_id == f"{first.terms.refund_id}_r{attempt}"
+        assert (terms.amount_minor, terms.initiator) == (1999, RefundInitiator.PAID_AFTER_CLOSE)
+        assert domain.automatic_refund_attempt(terms.refund_id) == attempt
+        state = apply(state, retry, "pay_1")
+        # The same failure seen again asks for no second retry.
+        assert domain.retry_automatic_refund(state, refund_id, attempts_max=3).is_empty
+        refund_id = terms.refund_id
+    # The third attempt fails too: the attempts are used up (operations are told).
+    state = _refund_failed(state, refund_id)
+    assert domain.retry_automatic_refund(state, refund_id, attempts_max=3).is_empty
+    assert state.refundable_amount_minor == 1999
+
+
+def test_a_refused_merchant_refund_is_not_tried_again() -> None:
+    state = open_payment(PaymentStatus.REQUIRES_PAYMENT)
+    state = apply(state, domain.apply_channel_succeeded(state, paid()), "pay_1")
+    state = apply(state, domain.request_refund(state, RefundRequest(refund_id="re_m")), "pay_1")
+    state = _refund_failed(state, "re_m")
+    assert domain.retry_automatic_refund(state, "re_m", attempts_max=5).is_empty

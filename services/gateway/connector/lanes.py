@@ -14,8 +14,9 @@ each one:
    (timeout, connection loss, 5xx, ambiguous 4xx) leaves it open and due again after a
    growing pause (`retry_delay`), under the same idempotency key.
 
-An operation left unknown longer than `unknown_alert_after` is logged as an error and
-counted in `payrail_channel_operations_unresolved_total`, once.
+An operation left unknown longer than `unknown_alert_after` is reported once: the event
+`ChannelOperationUnresolved` (the ops webhook's `channel_operation.unresolved`), an error
+log line and `payrail_channel_operations_unresolved_total`.
 """
 
 from __future__ import annotations
@@ -229,21 +230,24 @@ class Lane:
         )
 
     async def _alert_unresolved(self) -> None:
-        now = self.rails.clock.now()
-        for row in await operations.unresolved_to_alert(
-            self.pool, self.rail, unknown_since=now - self.settings.unknown_alert_after, now=now
-        ):
-            UNRESOLVED.labels(self.rail, row["kind"]).inc()
+        since = self.rails.clock.now() - self.settings.unknown_alert_after
+        async with self.pool.acquire() as connection, connection.transaction():
+            alerted = await operations.alert_unresolved(
+                connection, self.rail, unknown_since=since, clock=self.rails.clock
+            )
+        for payload in alerted:
+            UNRESOLVED.labels(self.rail, payload.kind).inc()
             log.error(
                 "channel_operation_unresolved",
                 rail=self.rail,
-                kind=row["kind"],
-                subject_id=row["subject_id"],
-                payment_id=row["payment_id"],
-                attempts=row["attempts"],
-                first_attempt_at=row["first_attempt_at"].isoformat(),
-                last_error=row["last_error"],
+                kind=payload.kind,
+                subject_id=payload.subject_id,
+                attempts=payload.attempts,
+                first_attempt_at=payload.first_attempt_at.isoformat(),
+                last_error=payload.last_error,
             )
+        if alerted:
+            self.on_recorded()
 
 
 def circuit_health_writer(

@@ -18,6 +18,7 @@ any transaction, and records the answer in one transaction with the row's new st
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +39,11 @@ from schemas.channels import (
     SubmitChannelPayment,
 )
 from schemas.common import Channel, Failure, NextAction
+from schemas.operations import (
+    PLATFORM_MERCHANT_ID,
+    ChannelOperationUnresolved,
+    ChannelOperationUnresolvedPayload,
+)
 from schemas.payouts import SubmitBankPayout
 from schemas.refunds import (
     ChannelRefundAccepted,
@@ -47,7 +53,8 @@ from schemas.refunds import (
 )
 from services.common.clock import Clock
 from services.common.db import Connection
-from services.common.event_store import stream_version
+from services.common.decisions import Decision, Emit
+from services.common.event_store import record_decision, stream_version
 from services.common.invariant import InvariantViolation
 from services.gateway.channel_results import (
     CHANNEL_UNAVAILABLE,
@@ -572,17 +579,43 @@ async def reschedule(
     )
 
 
-async def unresolved_to_alert(
-    pool: asyncpg.Pool, rail: str, *, unknown_since: datetime, now: datetime
-) -> list[asyncpg.Record]:
-    """Mark and return the open operations of `rail` whose first call is older than
-    `unknown_since` and that were not alerted yet."""
-    return await pool.fetch(
+async def alert_unresolved(
+    connection: Connection, rail: str, *, unknown_since: datetime, clock: Clock
+) -> list[ChannelOperationUnresolvedPayload]:
+    """Mark the open operations of `rail` whose first call is older than `unknown_since`
+    and that were not alerted yet, and record `ChannelOperationUnresolved` for each (for
+    the ops webhook), in the caller's transaction. Returns what was alerted."""
+    rows = await connection.fetch(
         "UPDATE channel_operations SET alerted_at = $3"
         " WHERE rail = $1 AND status <> 'done' AND alerted_at IS NULL"
         " AND first_attempt_at < $2"
-        " RETURNING kind, subject_id, payment_id, attempts, first_attempt_at, last_error",
+        " RETURNING kind, subject_id, attempts, first_attempt_at, last_error,"
+        " command_body::jsonb ->> 'correlation_id' AS correlation_id",
         rail,
         unknown_since,
-        now,
+        clock.now(),
     )
+    alerted: list[ChannelOperationUnresolvedPayload] = []
+    for row in rows:
+        payload = ChannelOperationUnresolvedPayload(
+            kind=row["kind"],
+            subject_id=row["subject_id"],
+            rail=rail,
+            attempts=row["attempts"],
+            first_attempt_at=row["first_attempt_at"],
+            last_error=(row["last_error"] or "")[:1000],
+        )
+        name = f"payrail:unresolved:{row['kind']}:{row['subject_id']}:{row['first_attempt_at']}"
+        await record_decision(
+            connection,
+            Decision(events=(Emit(ChannelOperationUnresolved, payload),)),
+            stream_id=f"unresolved_{uuid.uuid5(uuid.NAMESPACE_URL, name).hex}",
+            expected_version=0,
+            merchant_id=PLATFORM_MERCHANT_ID,
+            producer="connector",
+            clock=clock,
+            cause=None,
+            correlation_id=row["correlation_id"],
+        )
+        alerted.append(payload)
+    return alerted
