@@ -44,15 +44,23 @@ async def record_payout_sent(
 ) -> None:
     """Remember that the rail took the payout under `bank_reference`; its final word
     arrives later as a notification (`record_payout_notification`)."""
+    await _remember_sent(
+        connection, command.payload.payout_id, command.merchant_id, bank_reference, clock
+    )
+    log.info("bank_payout_sent", payout_id=command.payload.payout_id, bank_reference=bank_reference)
+
+
+async def _remember_sent(
+    connection: Connection, payout_id: str, merchant_id: str, bank_reference: str, clock: Clock
+) -> None:
     await connection.execute(
         "INSERT INTO bank_payouts (payout_id, merchant_id, bank_reference, sent_at)"
         " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        command.payload.payout_id,
-        command.merchant_id,
+        payout_id,
+        merchant_id,
         bank_reference,
         clock.now(),
     )
-    log.info("bank_payout_sent", payout_id=command.payload.payout_id, bank_reference=bank_reference)
 
 
 async def record_payout_result(
@@ -115,13 +123,8 @@ async def record_payout_notification(
         )
         if merchant_id is None:
             raise LookupError(f"unknown payout {result.payout_id}")
-        await connection.execute(
-            "INSERT INTO bank_payouts (payout_id, merchant_id, bank_reference, sent_at)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            result.payout_id,
-            merchant_id,
-            result.bank_reference,
-            clock.now(),
+        await _remember_sent(
+            connection, result.payout_id, merchant_id, result.bank_reference, clock
         )
     failure = (
         None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
@@ -32,51 +34,42 @@ def create_app(
         for topic in (Topic.PAYMENTS_COMMANDS, Topic.RISK_DECISIONS, Topic.CHANNEL_RESULTS):
             context.consume(topic, {cls: decide for cls in handlers.DECIDERS if cls.topic is topic})
 
-        async def expire_payments() -> None:
-            # Bounded rounds for the life of the process; a failed round (a concurrent
-            # writer, the database away) is simply tried again at the next tick.
-            while True:
-                try:
-                    expired = await handlers.expire_due_payments(
-                        context.pool, context.clock, center_settings.expiry_batch_size_max
-                    )
-                except TRANSIENT_ERRORS as error:
-                    log.warning("expiry_round_failed", error=repr(error))
-                    expired = 0
-                if expired < center_settings.expiry_batch_size_max:
-                    await asyncio.sleep(center_settings.expiry_poll_interval_ms / 1000)
-
-        async def query_stuck_payments() -> None:
-            while True:
-                try:
-                    queried = await handlers.query_stuck_payments(
+        batch_size_max = center_settings.expiry_batch_size_max
+        poll_s = center_settings.expiry_poll_interval_ms / 1000
+        context.background.extend(
+            [
+                _polling_loop(
+                    "expire_payments",
+                    lambda: handlers.expire_due_payments(
+                        context.pool, context.clock, batch_size_max
+                    ),
+                    batch_size_max,
+                    poll_s,
+                ),
+                _polling_loop(
+                    "query_stuck_payments",
+                    lambda: handlers.query_stuck_payments(
                         context.pool,
                         context.clock,
                         center_settings.channel_query_schedule_ms,
-                        center_settings.expiry_batch_size_max,
-                    )
-                except TRANSIENT_ERRORS as error:
-                    log.warning("channel_query_round_failed", error=repr(error))
-                    queried = 0
-                if queried < center_settings.expiry_batch_size_max:
-                    await asyncio.sleep(center_settings.expiry_poll_interval_ms / 1000)
-
-        async def retry_refused_refunds() -> None:
-            while True:
-                try:
-                    retried = await handlers.retry_due_refunds(
+                        batch_size_max,
+                    ),
+                    batch_size_max,
+                    poll_s,
+                ),
+                _polling_loop(
+                    "retry_refused_refunds",
+                    lambda: handlers.retry_due_refunds(
                         context.pool,
                         context.clock,
                         center_settings.automatic_refund_retry_schedule_ms,
-                        center_settings.expiry_batch_size_max,
-                    )
-                except TRANSIENT_ERRORS as error:
-                    log.warning("refund_retry_round_failed", error=repr(error))
-                    retried = 0
-                if retried < center_settings.expiry_batch_size_max:
-                    await asyncio.sleep(center_settings.expiry_poll_interval_ms / 1000)
-
-        context.background.extend([expire_payments, query_stuck_payments, retry_refused_refunds])
+                        batch_size_max,
+                    ),
+                    batch_size_max,
+                    poll_s,
+                ),
+            ]
+        )
 
     app = FastAPI(title="payrail payment_center")
 
@@ -95,3 +88,28 @@ def create_app(
         clock=clock,
         app=app,
     )
+
+
+def _polling_loop(
+    name: str,
+    one_round: Callable[[], Awaitable[int]],
+    batch_size_max: int,
+    poll_s: float,
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """A background loop (named `name` for the supervisor) that runs bounded rounds for
+    the life of the process: at once again after a full round, else after `poll_s`. A
+    round that fails for a passing reason (a concurrent writer, the database away) is
+    tried again at the next tick."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                handled = await one_round()
+            except TRANSIENT_ERRORS as error:
+                log.warning(f"{name}_round_failed", error=repr(error))
+                handled = 0
+            if handled < batch_size_max:
+                await asyncio.sleep(poll_s)
+
+    loop.__name__ = name
+    return loop

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from bench.end_to_end import percentile
 from schemas import Topic, encode, new_command, topic_name
 from schemas.refunds import RefundRequest, RequestRefund
 from services.common.broker import build_broker
@@ -21,6 +22,7 @@ from services.common.launcher import Platform, PlatformInfo
 from services.ledger.rebuild import rebuild_and_compare
 from tests.e2e.conftest import PspFaults
 from tests.e2e.helpers import eventually, ledger_balance, new_payment, webhook_lines
+from tests.e2e.test_two_instances import ledger_facts
 from tests.faults.conftest import CHANNEL_TIMEOUT_MS, Tally
 
 FINAL = {"succeeded", "failed", "canceled", "expired"}
@@ -134,11 +136,6 @@ def _time_to_payable(api: httpx.Client, channel: str) -> float:
     return time.monotonic() - started
 
 
-def _p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-
-
 def test_a_hanging_channel_does_not_slow_payments_on_another_channel(
     api: httpx.Client, psp_faults: PspFaults, tally: list[Tally]
 ) -> None:
@@ -167,7 +164,7 @@ def test_a_hanging_channel_does_not_slow_payments_on_another_channel(
         return all(payment(api, each)["status"] == "requires_payment" for each in taken)
 
     eventually(all_payable, timeout_s=60, what="the waiting wechat_pay payments to go through")
-    p99_before, p99_during = _p99(before), _p99(during)
+    p99_before, p99_during = percentile(before, 0.99), percentile(during, 0.99)
     entry = Tally(
         "5 wechat_pay hangs under load",
         lost=0,
@@ -277,28 +274,6 @@ def _pay_through(info: PlatformInfo, stop: threading.Event, accepted: list[str])
                 time.sleep(0.2)
 
 
-async def _ledger_facts(database_url: str) -> tuple[dict[str, int], int, int]:
-    connection = await asyncpg.connect(database_url, timeout=10)
-    try:
-        sums = {
-            row["currency"].strip(): row["total"]
-            for row in await connection.fetch(
-                "SELECT currency, sum(balance_minor)::bigint AS total"
-                " FROM ledger.account_balances GROUP BY currency"
-            )
-        }
-        entries = await connection.fetchval(
-            "SELECT count(*) FROM ledger.journal_entries WHERE kind = 'payment_succeeded'"
-        )
-        sources = await connection.fetchval(
-            "SELECT count(DISTINCT source_event_id) FROM ledger.journal_entries"
-            " WHERE kind = 'payment_succeeded'"
-        )
-    finally:
-        await connection.close()
-    return sums, int(entries), int(sources)
-
-
 def test_every_service_killed_in_turn_under_load_loses_and_doubles_nothing(
     api: httpx.Client, info: PlatformInfo, platform: Platform, tally: list[Tally]
 ) -> None:
@@ -325,7 +300,7 @@ def test_every_service_killed_in_turn_under_load_loses_and_doubles_nothing(
     succeeded = [each for each, status in statuses.items() if status == "succeeded"]
 
     def ledger_caught_up() -> tuple[dict[str, int], int, int] | None:
-        facts = asyncio.run(_ledger_facts(info.database_url))
+        facts = asyncio.run(ledger_facts(info.database_url))
         return facts if facts[1] >= len(succeeded) else None
 
     sums, entries, sources = eventually(ledger_caught_up, timeout_s=60, what="the ledger")

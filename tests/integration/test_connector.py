@@ -93,7 +93,7 @@ class Connector:
 
 @asynccontextmanager
 async def running_connector(
-    settings: ServiceSettings, *, payout_processing_ms: int = 20
+    settings: ServiceSettings, *, payout_processing_ms: int = 20, retry_initial_ms: int = 50
 ) -> AsyncIterator[Connector]:
     listener = bind_local_socket()
     async with running_simulator(payout_processing_ms=payout_processing_ms) as psp_url:
@@ -104,8 +104,8 @@ async def running_connector(
             channel_timeout_ms=CHANNEL_TIMEOUT_MS,
             channel_circuit_failure_threshold=CIRCUIT_THRESHOLD,
             channel_circuit_open_ms=60_000,
-            operation_retry_initial_ms=50,
-            operation_retry_max_ms=200,
+            operation_retry_initial_ms=retry_initial_ms,
+            operation_retry_max_ms=max(200, retry_initial_ms),
             operation_unknown_alert_after_ms=1_000,
         )
         app = create_app(connector_settings)
@@ -230,4 +230,33 @@ async def test_a_payout_the_bank_took_but_answered_429_then_503_is_paid_once(
         # Sent three times (429, 503, then 202 for the transfer the bank already had),
         # and recorded paid once, by the bank's notification.
         assert await connector.attempts("submit_payout", payout_id) == 3
+        assert await connector.recorded(payout_id) == ["BankPayoutPaid"]
+
+
+async def test_the_banks_notification_settles_a_payout_whose_answer_was_lost(
+    settings: ServiceSettings, http_client: httpx.AsyncClient
+) -> None:
+    # The bank takes the payout and answers 429; its "paid" notification comes long
+    # before the connector would send the payout again: it is that payout's answer.
+    async with running_connector(settings, retry_initial_ms=60_000) as connector:
+        await set_faults(http_client, connector.psp_url, "bank", answers_after_work=[429])
+        payout_id = f"po_{uuid.uuid4().hex}"
+        await connector.send(
+            new_command(
+                SubmitBankPayout,
+                BankPayoutRequest(payout_id=payout_id, amount_minor=4_400, currency="CNY"),
+                aggregate_id=payout_id,
+                merchant_id="mch_connector",
+                producer="ledger",
+                issued_at=datetime.now(UTC),
+                correlation_id=payout_id,
+                causation_id=None,
+            )
+        )
+
+        async def paid() -> bool:
+            return "BankPayoutPaid" in await connector.recorded(payout_id)
+
+        await wait_until(paid, timeout_s=20, what="the notification to settle the payout")
+        assert await connector.attempts("submit_payout", payout_id) == 1
         assert await connector.recorded(payout_id) == ["BankPayoutPaid"]

@@ -12,7 +12,7 @@ each one:
 3. calls the rail outside any transaction, with a deadline;
 4. records the answer and closes the operation in one transaction; an unknown outcome
    (timeout, connection loss, 5xx, ambiguous 4xx) leaves it open and due again after a
-   growing pause (`retry_delay`), under the same idempotency key.
+   growing, jittered pause (`services.common.errors.backoff_s`), under the same idempotency key.
 
 An operation left unknown longer than `unknown_alert_after` is reported once: the event
 `ChannelOperationUnresolved` (the ops webhook's `channel_operation.unresolved`), an error
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,7 +32,7 @@ import asyncpg
 import structlog
 from prometheus_client import Counter
 
-from services.common.errors import is_transient
+from services.common.errors import backoff_s, is_transient
 from services.common.event_store import ConcurrencyConflict
 from services.gateway.channel_results import CHANNEL_UNAVAILABLE
 from services.gateway.channels.base import ChannelRejected, ChannelUnavailable
@@ -44,6 +44,9 @@ log = structlog.get_logger(__name__)
 
 RECORD_ATTEMPTS_MAX = 3
 IDLE_WAIT_S_MAX = 5.0
+# How often at most a lane looks for operations to report as unresolved (not on every
+# claim); a quarter of the alert setting when that is shorter.
+ALERT_CHECK_INTERVAL_S = 5.0
 
 CHANNEL_CALLS = Counter(
     "payrail_channel_calls_total",
@@ -55,14 +58,6 @@ UNRESOLVED = Counter(
     "Operations whose outcome stayed unknown past the alert setting.",
     ["rail", "kind"],
 )
-
-
-def retry_delay(attempts: int, *, initial: timedelta, maximum: timedelta) -> timedelta:
-    """The pause before call number `attempts + 1` of an operation whose calls so far left
-    the outcome unknown: doubling from `initial`, at most `maximum`, with up to 20 %
-    jitter so that operations of one outage do not return in step."""
-    base = min(initial * (1 << max(attempts - 1, 0)), maximum)
-    return base * (1 + random.uniform(0, 0.2))
 
 
 @dataclass(frozen=True)
@@ -90,6 +85,7 @@ class Lane:
     on_circuit_change: Callable[[str], None] = lambda _rail: None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _running: set[asyncio.Task[None]] = field(default_factory=set)
+    _alert_checked_at: float | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -177,10 +173,12 @@ class Lane:
             self.circuits.record_failure(self.rail)
             self.on_circuit_change(self.rail)
             CHANNEL_CALLS.labels(self.rail, "unknown").inc()
-            delay = retry_delay(
-                operation.attempts_before + 1,
-                initial=self.settings.retry_initial,
-                maximum=self.settings.retry_max,
+            delay = timedelta(
+                seconds=backoff_s(
+                    operation.attempts_before + 1,
+                    initial_s=self.settings.retry_initial.total_seconds(),
+                    maximum_s=self.settings.retry_max.total_seconds(),
+                )
             )
             await operations.reschedule(
                 self.pool,
@@ -230,6 +228,13 @@ class Lane:
         )
 
     async def _alert_unresolved(self) -> None:
+        checked_at = time.monotonic()
+        interval_s = min(
+            ALERT_CHECK_INTERVAL_S, self.settings.unknown_alert_after.total_seconds() / 4
+        )
+        if self._alert_checked_at is not None and checked_at - self._alert_checked_at < interval_s:
+            return
+        self._alert_checked_at = checked_at
         since = self.rails.clock.now() - self.settings.unknown_alert_after
         async with self.pool.acquire() as connection, connection.transaction():
             alerted = await operations.alert_unresolved(
